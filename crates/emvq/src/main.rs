@@ -1,0 +1,41 @@
+//! The `emvq` command: one binary for every stage of the toolkit.
+//!
+//! `emvq info` describes the LibTorch runtime; later stages (training,
+//! translation, evaluation) add their subcommands here, each a thin layer
+//! over a library crate.
+
+mod info;
+
+use anyhow::Result;
+use clap::{Parser, Subcommand};
+use emvq_tensor::DeviceSpec;
+
+#[derive(Parser)]
+#[command(name = "emvq", version, about = "Discrete-latent sequence models: VQ-VAE with EM (Roy et al. 2018)")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Print the tch and LibTorch versions, CUDA/cuDNN availability, CPU
+    /// threads and the library path, then run a small tensor check.
+    Info {
+        /// Device for the tensor check: auto, cpu, cuda or cuda:N.
+        #[arg(long, default_value = "auto")]
+        device: DeviceSpec,
+        /// Print JSON instead of text.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+fn main() -> Result<()> {
+    emvq_tensor::runtime::load_cuda_backend();
+    let cli = Cli::parse();
+    emvq_tensor::logging::init_logging(None)?;
+    match cli.command {
+        Command::Info { device, json } => info::run(device, json),
+    }
+}

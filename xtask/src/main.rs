@@ -1,0 +1,112 @@
+//! `cargo xtask <task>`: the project's tasks, kept thin. It sets LibTorch up,
+//! builds and calls the `emvq` binary, and chains stages into pipelines. It
+//! never depends on tch, so it builds in seconds on a fresh machine.
+
+mod bundle;
+mod setup;
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use anyhow::{bail, Context, Result};
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(name = "cargo xtask", about = "emvq project tasks")]
+struct Cli {
+    #[command(subcommand)]
+    task: Task,
+}
+
+#[derive(Subcommand)]
+enum Task {
+    /// Install LibTorch 2.11.0 into .libtorch/ (nothing to do when present).
+    Setup {
+        /// Install the full CUDA set (default where an NVIDIA driver is loaded).
+        #[arg(long, conflicts_with = "cpu")]
+        cuda: bool,
+        /// Install only what the CPU libraries need.
+        #[arg(long)]
+        cpu: bool,
+    },
+    /// Set up if needed, then run every test of the workspace.
+    Test {
+        /// Extra arguments for `cargo test`.
+        #[arg(last = true)]
+        args: Vec<String>,
+    },
+    /// The main job on the bundled default data: every pipeline stage that
+    /// exists so far, in order.
+    Pipeline,
+    /// Set up if needed, build, and run `emvq info`.
+    Info,
+    /// Write dist/emvq-gpu/: release binary, configs and run.sh for a GPU
+    /// machine with torch 2.11.0 installed.
+    GpuBundle {
+        #[arg(long, default_value = "dist/emvq-gpu")]
+        out: PathBuf,
+    },
+}
+
+fn main() -> Result<()> {
+    match Cli::parse().task {
+        Task::Setup { cuda, cpu } => setup::ensure(match (cuda, cpu) {
+            (true, _) => Some(setup::Set::Full),
+            (_, true) => Some(setup::Set::Cpu),
+            _ => None,
+        }),
+        Task::Test { args } => {
+            setup::ensure(None)?;
+            run(cargo().args(["test", "--workspace"]).args(args))
+        }
+        Task::Pipeline => pipeline(),
+        Task::Info => {
+            setup::ensure(None)?;
+            run(emvq().arg("info"))
+        }
+        Task::GpuBundle { out } => {
+            setup::ensure(None)?;
+            bundle::gpu_bundle(&project_root().join(out))
+        }
+    }
+}
+
+/// The main job. Stages are added here as they land: data preparation →
+/// teacher → distillation → NAT → latency table.
+fn pipeline() -> Result<()> {
+    setup::ensure(None)?;
+    eprintln!("pipeline: runtime");
+    run(emvq().arg("info"))
+}
+
+/// The workspace root (xtask lives one folder below it).
+pub fn project_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("xtask is inside the workspace").to_path_buf()
+}
+
+/// `cargo` run from the workspace root with LIBTORCH pointing at the local
+/// install unless the user set their own.
+pub fn cargo() -> Command {
+    let mut cmd = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
+    cmd.current_dir(project_root());
+    if std::env::var_os("LIBTORCH_USE_PYTORCH").is_none() && std::env::var_os("LIBTORCH").is_none() {
+        cmd.env("LIBTORCH", setup::local_libtorch());
+    }
+    cmd
+}
+
+/// The release `emvq` binary, run through cargo so it is built first.
+pub fn emvq() -> Command {
+    let mut cmd = cargo();
+    cmd.args(["run", "--quiet", "--release", "--package", "emvq", "--"]);
+    cmd
+}
+
+/// Runs a command, failing with its command line when it fails.
+pub fn run(cmd: &mut Command) -> Result<()> {
+    let status = cmd.status().with_context(|| format!("cannot start {cmd:?}"))?;
+    if !status.success() {
+        bail!("{cmd:?} failed with {status}");
+    }
+    Ok(())
+}
