@@ -5,8 +5,19 @@
 //!
 //! - [`attention`]: multi-head attention (fused QKV, LibTorch's
 //!   `scaled_dot_product_attention`), masks, key/value caches.
+//! - [`layers`]: feed-forward, encoder and decoder layers (pre- or post-norm).
+//! - [`stack`]: encoder and decoder stacks, the decoder's cache.
+//! - [`embedding`]: scaled token embeddings, positions, tied projection.
 pub mod attention;
+pub mod embedding;
 pub mod error;
+pub mod layers;
+pub mod stack;
 
 pub use attention::{AttentionConfig, KvCache, Mask, MultiheadAttention};
+pub use embedding::{EmbeddingConfig, Embeddings};
 pub use error::{Result, TransformerError};
+pub use layers::{
+    Activation, DecoderLayer, EncoderLayer, FeedForward, FeedForwardConfig, LayerCache, LayerConfig,
+};
+pub use stack::{Decoder, DecoderCache, Encoder, StackConfig};
