@@ -8,10 +8,12 @@
 //! - [`layers`]: feed-forward, encoder and decoder layers (pre- or post-norm).
 //! - [`stack`]: encoder and decoder stacks, the decoder's cache.
 //! - [`embedding`]: scaled token embeddings, positions, tied projection.
+//! - [`model`]: [`Seq2Seq`], the teacher, and its [`TransformerConfig`].
 pub mod attention;
 pub mod embedding;
 pub mod error;
 pub mod layers;
+pub mod model;
 pub mod stack;
 
 pub use attention::{AttentionConfig, KvCache, Mask, MultiheadAttention};
@@ -20,4 +22,5 @@ pub use error::{Result, TransformerError};
 pub use layers::{
     Activation, DecoderLayer, EncoderLayer, FeedForward, FeedForwardConfig, LayerCache, LayerConfig,
 };
+pub use model::{shift_right, EncoderOutput, Seq2Seq, TransformerConfig};
 pub use stack::{Decoder, DecoderCache, Encoder, StackConfig};
