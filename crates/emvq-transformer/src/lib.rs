@@ -9,11 +9,15 @@
 //! - [`stack`]: encoder and decoder stacks, the decoder's cache.
 //! - [`embedding`]: scaled token embeddings, positions, tied projection.
 //! - [`model`]: [`Seq2Seq`], the teacher, and its [`TransformerConfig`].
+//! - [`loss`]: label-smoothed cross-entropy ignoring padding.
+//! - [`optim`]: checkpointable Adam, the warm-up/rsqrt schedule, clipping.
 pub mod attention;
 pub mod embedding;
 pub mod error;
 pub mod layers;
+pub mod loss;
 pub mod model;
+pub mod optim;
 pub mod stack;
 
 pub use attention::{AttentionConfig, KvCache, Mask, MultiheadAttention};
@@ -22,5 +26,7 @@ pub use error::{Result, TransformerError};
 pub use layers::{
     Activation, DecoderLayer, EncoderLayer, FeedForward, FeedForwardConfig, LayerCache, LayerConfig,
 };
+pub use loss::{label_smoothed_cross_entropy, LossOutput};
 pub use model::{shift_right, EncoderOutput, Seq2Seq, TransformerConfig};
+pub use optim::{Adam, AdamConfig, LrSchedule};
 pub use stack::{Decoder, DecoderCache, Encoder, StackConfig};
