@@ -40,8 +40,9 @@ def is_surrogate(c):
     return 0xD800 <= c <= 0xDFFF
 
 
-def probe_final_sigma(text):
-    return text.lower()[text.index(SIGMA)] == "\u03c2"
+def probe_final_sigma(text, pos):
+    """Whether the capital sigma at `pos` of `text` lowercases to a final sigma."""
+    return text.lower()[pos] == "\u03c2"
 
 
 def case_ignorable(c):
@@ -50,14 +51,14 @@ def case_ignorable(c):
     if is_surrogate(c):
         return False
     ch = chr(c)
-    return probe_final_sigma("A" + ch + SIGMA) and probe_final_sigma("A" + SIGMA + ch)
+    return probe_final_sigma("A" + ch + SIGMA, 2) and probe_final_sigma("A" + SIGMA + ch, 1)
 
 
 def cased(c):
     # For a char that is not Case_Ignorable: 'c Σ' gives final sigma iff c is Cased.
     if is_surrogate(c) or case_ignorable(c):
         return False
-    return probe_final_sigma(chr(c) + SIGMA)
+    return probe_final_sigma(chr(c) + SIGMA, 1)
 
 
 def regex_class(name):
