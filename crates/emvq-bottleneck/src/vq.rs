@@ -241,21 +241,35 @@ impl VqCodebook {
         self.cfg.codebook_size()
     }
 
-    /// Sets every slice's codebook (and M) to k-means centres of `x`
-    /// (`[s, n, c]`, n ≥ K) and clears N.
+    /// Sets every slice's codebook to k-means centres of `x` (`[s, n, c]`,
+    /// n ≥ K; one training batch) and its EMA statistics to match: N_j = the
+    /// cluster's size (at least 1), M_j = N_j·centre_j, so the next EMA step
+    /// keeps the codes at the centres (with N = 0, M = e as for a random
+    /// codebook, the first step would scale the centres by ≈ λ/((1−λ)N_j)).
     pub fn init_kmeans(&self, x: &Tensor) -> Result<(), BottleneckError> {
         let _guard = tch::no_grad_guard();
         let s = x.size3()?.0;
         let k = self.codebook_size();
         let mut centres = Vec::with_capacity(s as usize);
+        let mut sizes = Vec::with_capacity(s as usize);
         for slice in 0..s {
-            centres.push(kmeans(&x.f_get(slice)?, k, self.cfg.kmeans_iters)?.centres);
-            // [k, c]
+            let result = kmeans(&x.f_get(slice)?, k, self.cfg.kmeans_iters)?;
+            centres.push(result.centres); // [k, c]
+            sizes.push(
+                result
+                    .assignments
+                    .f_bincount(None::<Tensor>, k)?
+                    .f_to_kind(Kind::Float)?
+                    .f_clamp_min(1.0)?,
+            ); // [k]
         }
         let centres = Tensor::f_stack(&centres, 0)?; // [s, k, c]
+        let sizes = Tensor::f_stack(&sizes, 0)?; // [s, k]
         self.codebook.shallow_clone().f_copy_(&centres)?;
-        self.ema_sum.shallow_clone().f_copy_(&centres)?;
-        let _ = self.ema_count.shallow_clone().f_zero_()?;
+        self.ema_sum
+            .shallow_clone()
+            .f_copy_(&centres.f_mul(&sizes.f_unsqueeze(-1)?)?)?;
+        self.ema_count.shallow_clone().f_copy_(&sizes)?;
         if let Some(done) = &self.kmeans_done {
             let _ = done.shallow_clone().f_fill_(1.0)?;
         }
