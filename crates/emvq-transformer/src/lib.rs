@@ -11,6 +11,7 @@
 //! - [`model`]: [`Seq2Seq`], the teacher, and its [`TransformerConfig`].
 //! - [`loss`]: label-smoothed cross-entropy ignoring padding.
 //! - [`optim`]: checkpointable Adam, the warm-up/rsqrt schedule, clipping.
+//! - [`train`]: one training step, exact-resume checkpoints, averaging.
 pub mod attention;
 pub mod embedding;
 pub mod error;
@@ -19,6 +20,7 @@ pub mod loss;
 pub mod model;
 pub mod optim;
 pub mod stack;
+pub mod train;
 
 pub use attention::{AttentionConfig, KvCache, Mask, MultiheadAttention};
 pub use embedding::{EmbeddingConfig, Embeddings};
@@ -30,3 +32,7 @@ pub use loss::{label_smoothed_cross_entropy, LossOutput};
 pub use model::{shift_right, EncoderOutput, Seq2Seq, TransformerConfig};
 pub use optim::{Adam, AdamConfig, LrSchedule};
 pub use stack::{Decoder, DecoderCache, Encoder, StackConfig};
+pub use train::{
+    average_checkpoints, load_training_checkpoint, save_training_checkpoint, step_seed, train_step,
+    StepConfig, StepStats,
+};
