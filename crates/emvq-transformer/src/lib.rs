@@ -12,6 +12,7 @@
 //! - [`loss`]: label-smoothed cross-entropy ignoring padding.
 //! - [`optim`]: checkpointable Adam, the warm-up/rsqrt schedule, clipping.
 //! - [`train`]: one training step, exact-resume checkpoints, averaging.
+//! - [`search`]: batched greedy and beam search on the cache.
 pub mod attention;
 pub mod embedding;
 pub mod error;
@@ -19,6 +20,7 @@ pub mod layers;
 pub mod loss;
 pub mod model;
 pub mod optim;
+pub mod search;
 pub mod stack;
 pub mod train;
 
@@ -31,6 +33,7 @@ pub use layers::{
 pub use loss::{label_smoothed_cross_entropy, LossOutput};
 pub use model::{shift_right, EncoderOutput, Seq2Seq, TransformerConfig};
 pub use optim::{Adam, AdamConfig, LrSchedule};
+pub use search::{beam_search, greedy, length_penalty, Hypothesis, SearchConfig};
 pub use stack::{Decoder, DecoderCache, Encoder, StackConfig};
 pub use train::{
     average_checkpoints, load_training_checkpoint, save_training_checkpoint, step_seed, train_step,
