@@ -84,8 +84,8 @@ pub const WMT14: DataSource = DataSource {
     preparation: "newstest2013.{en,de} from dev.tgz (dev/newstest2013.{en,de}); \
                   newstest2014.en from test-full/newstest2014-deen-src.en.sgm and \
                   newstest2014.de from test-full/newstest2014-deen-ref.de.sgm, \
-                  keeping the <seg> contents; every line trimmed with whitespace \
-                  runs collapsed to one space",
+                  keeping the <seg> contents; every line trimmed with ASCII \
+                  whitespace runs collapsed to one space (Unicode spaces kept)",
     files: &[
         "newstest2013.en",
         "newstest2013.de",
