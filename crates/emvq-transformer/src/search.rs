@@ -128,7 +128,8 @@ struct Alive {
 
 /// Beam search over a batch `src` `[batch, src_len]`; returns each
 /// sentence's finished hypotheses, best first (at least one per sentence).
-/// `beam_size` 1 gives the greedy output.
+/// With `beam_size` 1 and `length_penalty` 0 this is greedy search (with
+/// α > 0 a single beam may look past an EOS for a better normalised score).
 pub fn beam_search(
     model: &Seq2Seq,
     src: &Tensor,
@@ -269,10 +270,12 @@ pub fn beam_search(
     Ok(finished)
 }
 
-/// A sentence is done once it has `k` finished hypotheses, or when even the
-/// best live beam, given the most favourable length penalty (that of the
-/// maximum length; scores only fall with length), cannot beat the best
-/// finished one.
+/// A sentence is done when no live beam can still enter its `k` best
+/// finished hypotheses (T2T's stopping rule): the best live log-probability
+/// under the most favourable length penalty (that of the maximum length;
+/// log-probabilities only fall as a hypothesis grows) is below the `k`-th
+/// best finished score. With α = 0 and `k` = 1 this is greedy's stop at the
+/// first arg-max EOS.
 fn sentence_done(
     finished: &[Hypothesis],
     alive: &[Alive],
@@ -280,18 +283,19 @@ fn sentence_done(
     max_len: usize,
     alpha: f64,
 ) -> bool {
-    if finished.len() >= k || alive.is_empty() {
+    if alive.is_empty() {
         return true;
     }
-    let best_finished = finished
-        .iter()
-        .map(|h| h.score)
-        .fold(f64::NEG_INFINITY, f64::max);
+    if finished.len() < k {
+        return false;
+    }
+    let mut scores: Vec<f64> = finished.iter().map(|h| h.score).collect();
+    scores.sort_by(|a, b| b.total_cmp(a));
     let best_alive = alive
         .iter()
         .map(|a| a.log_prob)
         .fold(f64::NEG_INFINITY, f64::max);
-    best_alive / length_penalty(max_len, alpha) < best_finished
+    best_alive / length_penalty(max_len, alpha) < scores[k - 1]
 }
 
 #[cfg(test)]

@@ -61,6 +61,9 @@ struct Run {
 }
 
 fn fresh(init_seed: i64) -> Run {
+    // One intra-op thread: fast on shared cores, and a fixed thread count
+    // keeps LibTorch's reductions in one order.
+    tch::set_num_threads(1);
     tch::manual_seed(init_seed);
     let vs = VarStore::new(Device::Cpu);
     let model = Seq2Seq::new(vs.root(), &config()).unwrap();
