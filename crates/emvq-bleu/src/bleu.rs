@@ -291,11 +291,9 @@ pub fn compute_bleu(
     result
 }
 
-/// Counts all n-grams of orders 1..=max_order of a space-joined token string.
-/// Keys are substrings of `s`, so equal keys mean equal token tuples; the value
-/// holds the count and the order. Returns the number of tokens too.
-fn count_ngrams(s: &str, max_order: usize) -> (FxHashMap<&str, (u32, u32)>, usize) {
-    let mut bounds: Vec<(usize, usize)> = Vec::new();
+/// Byte ranges of the tokens of a string whose tokens are separated by single spaces.
+fn token_bounds(s: &str) -> Vec<(usize, usize)> {
+    let mut bounds = Vec::new();
     let mut start = 0;
     for (i, b) in s.bytes().enumerate() {
         if b == b' ' {
@@ -306,16 +304,26 @@ fn count_ngrams(s: &str, max_order: usize) -> (FxHashMap<&str, (u32, u32)>, usiz
     if !s.is_empty() {
         bounds.push((start, s.len()));
     }
+    bounds
+}
+
+/// Counts all n-grams of orders 1..=max_order of a space-joined token string.
+/// Keys are substrings of `s`, so equal keys mean equal token tuples (n-grams
+/// of different orders differ in their number of spaces).
+fn count_ngrams<'a>(
+    s: &'a str,
+    bounds: &[(usize, usize)],
+    max_order: usize,
+) -> FxHashMap<&'a str, u32> {
     let n_tok = bounds.len();
     let mut map = FxHashMap::default();
     map.reserve(n_tok * max_order);
     for n in 1..=max_order.min(n_tok) {
         for i in 0..=(n_tok - n) {
-            let key = &s[bounds[i].0..bounds[i + n - 1].1];
-            map.entry(key).or_insert((0, n as u32)).0 += 1;
+            *map.entry(&s[bounds[i].0..bounds[i + n - 1].1]).or_insert(0) += 1;
         }
     }
-    (map, n_tok)
+    map
 }
 
 /// The reference length closest to the hypothesis length, the shorter on ties.
@@ -334,28 +342,37 @@ fn closest_ref_len(hyp_len: usize, ref_lens: &[usize]) -> usize {
 /// Per-segment statistics `[sys_len, ref_len, correct.., total..]` of one
 /// preprocessed hypothesis against its preprocessed references.
 fn segment_stats(hyp: &str, refs: &[String], max_order: usize, out: &mut Vec<u64>) {
+    // Reference n-gram counts, the maximum over references.
     let mut ref_ngrams: FxHashMap<&str, u32> = FxHashMap::default();
     let mut ref_lens = Vec::with_capacity(refs.len());
     for (k, r) in refs.iter().enumerate() {
-        let (counts, len) = count_ngrams(r, max_order);
-        ref_lens.push(len);
+        let bounds = token_bounds(r);
+        ref_lens.push(bounds.len());
+        let counts = count_ngrams(r, &bounds, max_order);
         if k == 0 {
-            ref_ngrams = counts.into_iter().map(|(g, (c, _))| (g, c)).collect();
+            ref_ngrams = counts;
         } else {
-            for (g, (c, _)) in counts {
+            for (g, c) in counts {
                 let e = ref_ngrams.entry(g).or_insert(0);
                 *e = (*e).max(c);
             }
         }
     }
-    let (hyp_ngrams, hyp_len) = count_ngrams(hyp, max_order);
+    // Each hypothesis n-gram matches while the reference has unused copies
+    // left: this sums min(hypothesis count, reference count) per n-gram.
+    let bounds = token_bounds(hyp);
+    let hyp_len = bounds.len();
     let mut correct = vec![0u64; max_order];
     let mut total = vec![0u64; max_order];
-    for (g, (c, n)) in hyp_ngrams {
-        let i = n as usize - 1;
-        total[i] += c as u64;
-        if let Some(&r) = ref_ngrams.get(g) {
-            correct[i] += c.min(r) as u64;
+    for n in 1..=max_order.min(hyp_len) {
+        total[n - 1] = (hyp_len - n + 1) as u64;
+        for i in 0..=(hyp_len - n) {
+            if let Some(c) = ref_ngrams.get_mut(&hyp[bounds[i].0..bounds[i + n - 1].1]) {
+                if *c > 0 {
+                    *c -= 1;
+                    correct[n - 1] += 1;
+                }
+            }
         }
     }
     out.push(hyp_len as u64);

@@ -4,6 +4,8 @@
 //! splitting, the best-scoring reference per segment, and sacreBLEU's
 //! effective-order averaging (or chrF++.py's epsilon smoothing).
 
+use std::hash::Hash;
+
 use rustc_hash::FxHashMap;
 use serde::Serialize;
 
@@ -120,41 +122,43 @@ fn split_punctuation(sent: &str) -> Vec<&str> {
     out
 }
 
-/// All n-grams of one preprocessed segment: character n-grams keyed by their
-/// text (the order follows from the length) and word n-grams keyed by their
-/// space-joined words. Values are (count, order index).
-struct Ngrams<'a> {
-    chars: FxHashMap<&'a str, (u32, usize)>,
-    words: FxHashMap<String, (u32, usize)>,
+/// The units n-grams are made of, for one preprocessed segment: its
+/// characters (whitespace removed unless kept) and, for chrF++, its words.
+struct Units<'a> {
+    chars: Vec<char>,
+    /// The text the characters come from, with each character's byte offset
+    /// (and the end), for orders too long to pack into an integer.
+    text: &'a str,
+    offsets: Vec<usize>,
+    words: Vec<&'a str>,
 }
 
-impl<'a> Ngrams<'a> {
-    fn extract(text: &'a str, compact: &'a str, cfg: &ChrfConfig) -> Self {
+/// Longest character n-gram packed into a `u128` key (21 bits a character).
+const PACKED_MAX_ORDER: usize = 6;
+
+impl<'a> Units<'a> {
+    fn new(text: &'a str, compact: &'a str, cfg: &ChrfConfig) -> Self {
         let line = if cfg.whitespace { text } else { compact };
-        let offsets: Vec<usize> = line
-            .char_indices()
-            .map(|(i, _)| i)
-            .chain(std::iter::once(line.len()))
-            .collect();
-        let n_chars = offsets.len() - 1;
-        let mut chars = FxHashMap::default();
-        for n in 1..=cfg.char_order.min(n_chars) {
-            for i in 0..=(n_chars - n) {
-                let key = &line[offsets[i]..offsets[i + n]];
-                chars.entry(key).or_insert((0, n - 1)).0 += 1;
-            }
+        let chars: Vec<char> = line.chars().collect();
+        let offsets = if cfg.char_order > PACKED_MAX_ORDER {
+            line.char_indices()
+                .map(|(i, _)| i)
+                .chain(std::iter::once(line.len()))
+                .collect()
+        } else {
+            Vec::new()
+        };
+        let words = if cfg.word_order > 0 {
+            split_punctuation(text)
+        } else {
+            Vec::new()
+        };
+        Units {
+            chars,
+            text: line,
+            offsets,
+            words,
         }
-        let mut words = FxHashMap::default();
-        if cfg.word_order > 0 {
-            let toks = split_punctuation(text);
-            for n in 1..=cfg.word_order.min(toks.len()) {
-                for i in 0..=(toks.len() - n) {
-                    let key = toks[i..i + n].join(" ");
-                    words.entry(key).or_insert((0, cfg.char_order + n - 1)).0 += 1;
-                }
-            }
-        }
-        Ngrams { chars, words }
     }
 }
 
@@ -163,32 +167,111 @@ fn compact(text: &str) -> String {
     text.chars().filter(|&c| !py_is_space(c)).collect()
 }
 
+/// Number of n-grams of order `n` in a sequence of `len` units.
+fn ngram_count(len: usize, n: usize) -> u64 {
+    (len + 1).saturating_sub(n) as u64
+}
+
+/// Adds to `matched[order]`, for each n-gram, min(hypothesis count,
+/// reference count): the reference's n-grams are counted, then each
+/// hypothesis n-gram uses up one copy if any is left.
+fn count_matches<K: Hash + Eq>(
+    reference: impl Iterator<Item = (usize, K)>,
+    hypothesis: impl Iterator<Item = (usize, K)>,
+    matched: &mut [u64],
+) {
+    let mut counts: FxHashMap<K, u32> = FxHashMap::default();
+    for (_, key) in reference {
+        *counts.entry(key).or_insert(0) += 1;
+    }
+    for (order, key) in hypothesis {
+        if let Some(c) = counts.get_mut(&key) {
+            if *c > 0 {
+                *c -= 1;
+                matched[order] += 1;
+            }
+        }
+    }
+}
+
+/// Character n-grams of orders 1..=max as (order index, key): the
+/// characters packed into an integer, distinct across orders because every
+/// 21-bit slot holds the code point plus one.
+fn packed_char_ngrams(chars: &[char], max: usize) -> impl Iterator<Item = (usize, u128)> + '_ {
+    (1..=max.min(chars.len())).flat_map(move |n| {
+        chars.windows(n).map(move |w| {
+            let key = w.iter().fold(0u128, |k, &c| (k << 21) | (c as u128 + 1));
+            (n - 1, key)
+        })
+    })
+}
+
+/// Character n-grams as (order index, text) for orders above [`PACKED_MAX_ORDER`].
+fn text_char_ngrams<'a>(
+    units: &'a Units,
+    max: usize,
+) -> impl Iterator<Item = (usize, &'a str)> + 'a {
+    let n_chars = units.chars.len();
+    (1..=max.min(n_chars)).flat_map(move |n| {
+        (0..=(n_chars - n))
+            .map(move |i| (n - 1, &units.text[units.offsets[i]..units.offsets[i + n]]))
+    })
+}
+
+/// Word n-grams as (order index, words), after the character orders.
+fn word_ngrams<'a>(
+    words: &'a [&'a str],
+    char_order: usize,
+    max: usize,
+) -> impl Iterator<Item = (usize, &'a [&'a str])> + 'a {
+    (1..=max.min(words.len()))
+        .flat_map(move |n| words.windows(n).map(move |w| (char_order + n - 1, w)))
+}
+
 /// `[hyp, ref, match]` per order of one hypothesis against one reference.
-fn match_stats(hyp: &Ngrams, reference: &Ngrams, order: usize) -> Vec<u64> {
-    let mut hyp_tot = vec![0u64; order];
-    let mut ref_tot = vec![0u64; order];
+fn match_stats(hyp: &Units, reference: &Units, cfg: &ChrfConfig) -> Vec<u64> {
+    let order = cfg.order();
     let mut matched = vec![0u64; order];
-    for (g, &(c, o)) in &hyp.chars {
-        hyp_tot[o] += c as u64;
-        if let Some(&(r, _)) = reference.chars.get(g) {
-            matched[o] += c.min(r) as u64;
-        }
+    if cfg.char_order > PACKED_MAX_ORDER {
+        count_matches(
+            text_char_ngrams(reference, cfg.char_order),
+            text_char_ngrams(hyp, cfg.char_order),
+            &mut matched,
+        );
+    } else {
+        count_matches(
+            packed_char_ngrams(&reference.chars, cfg.char_order),
+            packed_char_ngrams(&hyp.chars, cfg.char_order),
+            &mut matched,
+        );
     }
-    for (g, &(c, o)) in &hyp.words {
-        hyp_tot[o] += c as u64;
-        if let Some(&(r, _)) = reference.words.get(g) {
-            matched[o] += c.min(r) as u64;
-        }
-    }
-    for &(c, o) in reference.chars.values().chain(reference.words.values()) {
-        ref_tot[o] += c as u64;
+    if cfg.word_order > 0 {
+        count_matches(
+            word_ngrams(&reference.words, cfg.char_order, cfg.word_order),
+            word_ngrams(&hyp.words, cfg.char_order, cfg.word_order),
+            &mut matched,
+        );
     }
     let mut stats = Vec::with_capacity(3 * order);
-    for o in 0..order {
+    for (o, &m) in matched.iter().enumerate() {
+        let (hyp_len, ref_len, n) = if o < cfg.char_order {
+            (hyp.chars.len(), reference.chars.len(), o + 1)
+        } else {
+            (
+                hyp.words.len(),
+                reference.words.len(),
+                o + 1 - cfg.char_order,
+            )
+        };
+        let ref_tot = ngram_count(ref_len, n);
         // No hypothesis n-grams count where the reference has none of that order.
-        stats.push(if ref_tot[o] > 0 { hyp_tot[o] } else { 0 });
-        stats.push(ref_tot[o]);
-        stats.push(matched[o]);
+        stats.push(if ref_tot > 0 {
+            ngram_count(hyp_len, n)
+        } else {
+            0
+        });
+        stats.push(ref_tot);
+        stats.push(m);
     }
     stats
 }
@@ -329,11 +412,11 @@ impl StatsMetric for Chrf {
         for (hyp, refs) in hyps.iter().zip(&self.refs) {
             let text = cfg.preprocess(hyp.as_ref());
             let compacted = compact(&text);
-            let hyp_ngrams = Ngrams::extract(&text, &compacted, cfg);
+            let hyp_units = Units::new(&text, &compacted, cfg);
             let mut best: Option<(f64, Vec<u64>)> = None;
             for (ref_text, ref_compact) in refs {
-                let ref_ngrams = Ngrams::extract(ref_text, ref_compact, cfg);
-                let stats = match_stats(&hyp_ngrams, &ref_ngrams, order);
+                let ref_units = Units::new(ref_text, ref_compact, cfg);
+                let stats = match_stats(&hyp_units, &ref_units, cfg);
                 let f = compute_f_score(&stats, cfg.beta, cfg.eps_smoothing);
                 if best.as_ref().map_or(true, |(bf, _)| f > *bf) {
                     best = Some((f, stats));

@@ -72,11 +72,11 @@ impl FromStr for Tokenizer {
 /// Applies a rewrite of adjacent character pairs the way Python's `re.sub`
 /// applies a two-character pattern: scanning left to right, a pair that
 /// matches is rewritten and skipped as a whole (matches do not overlap).
-fn rewrite_pairs(
-    chars: &[char],
-    matches: impl Fn(char, char) -> bool,
-    emit: impl Fn(char, char, &mut Vec<char>),
-) -> Vec<char> {
+fn rewrite_pairs<T: Copy>(
+    chars: &[T],
+    matches: impl Fn(T, T) -> bool,
+    emit: impl Fn(T, T, &mut Vec<T>),
+) -> Vec<T> {
     let mut out = Vec::with_capacity(chars.len() + chars.len() / 2);
     let mut i = 0;
     while i < chars.len() {
@@ -91,12 +91,12 @@ fn rewrite_pairs(
     out
 }
 
-/// Surrounds every character for which `pred` holds with spaces.
-fn pad_chars(chars: &[char], pred: impl Fn(char) -> bool) -> Vec<char> {
+/// Surrounds every character for which `pred` holds with `space`.
+fn pad_chars<T: Copy>(chars: &[T], space: T, pred: impl Fn(T) -> bool) -> Vec<T> {
     let mut out = Vec::with_capacity(chars.len() + chars.len() / 2);
     for &c in chars {
         if pred(c) {
-            out.extend([' ', c, ' ']);
+            out.extend([space, c, space]);
         } else {
             out.push(c);
         }
@@ -106,35 +106,43 @@ fn pad_chars(chars: &[char], pred: impl Fn(char) -> bool) -> Vec<char> {
 
 /// The characters of mteval's first rule: ASCII punctuation other than
 /// `'`, `,`, `-` and `.`, plus the space itself.
-fn is_13a_separate(c: char) -> bool {
-    matches!(c, '{'..='~' | '['..='`' | ' '..='&' | '('..='+' | ':'..='@' | '/')
+fn is_13a_separate(c: u8) -> bool {
+    matches!(c, b'{'..=b'~' | b'['..=b'`' | b' '..=b'&' | b'('..=b'+' | b':'..=b'@' | b'/')
 }
 
 /// The language-dependent regular expressions shared by `13a` and `zh`.
+///
+/// Every character these rules name is ASCII and every other class is a
+/// negation, so running them over UTF-8 bytes gives the same result as over
+/// characters: a multi-byte character's bytes are all "other", a match never
+/// starts inside one, and spaces are only inserted at character boundaries.
 fn post_tokenize_13a(line: &str) -> String {
-    let chars: Vec<char> = line.chars().collect();
-    let digit = |c: char| c.is_ascii_digit();
-    let dot_comma = |c: char| c == '.' || c == ',';
-    let chars = pad_chars(&chars, is_13a_separate);
+    let digit = |c: u8| c.is_ascii_digit();
+    let dot_comma = |c: u8| c == b'.' || c == b',';
+    let bytes = pad_chars(line.as_bytes(), b' ', is_13a_separate);
     // Period and comma unless preceded by a digit.
-    let chars = rewrite_pairs(
-        &chars,
+    let bytes = rewrite_pairs(
+        &bytes,
         |a, b| !digit(a) && dot_comma(b),
-        |a, b, out| out.extend([a, ' ', b, ' ']),
+        |a, b, out| out.extend([a, b' ', b, b' ']),
     );
     // Period and comma unless followed by a digit.
-    let chars = rewrite_pairs(
-        &chars,
+    let bytes = rewrite_pairs(
+        &bytes,
         |a, b| dot_comma(a) && !digit(b),
-        |a, b, out| out.extend([' ', a, ' ', b]),
+        |a, b, out| out.extend([b' ', a, b' ', b]),
     );
     // Dash preceded by a digit.
-    let chars = rewrite_pairs(
-        &chars,
-        |a, b| digit(a) && b == '-',
-        |a, b, out| out.extend([a, ' ', b, ' ']),
+    let bytes = rewrite_pairs(
+        &bytes,
+        |a, b| digit(a) && b == b'-',
+        |a, b, out| out.extend([a, b' ', b, b' ']),
     );
-    py_normalize_space(&chars.into_iter().collect::<String>())
+    match String::from_utf8(bytes) {
+        Ok(s) => py_normalize_space(&s),
+        // Unreachable: spaces are only inserted between characters.
+        Err(e) => py_normalize_space(&String::from_utf8_lossy(e.as_bytes())),
+    }
 }
 
 fn tokenize_13a(line: &str) -> String {
@@ -166,7 +174,7 @@ fn tokenize_intl(line: &str) -> String {
         |a, b| is_punctuation(a) && !is_number(b),
         |a, b, out| out.extend([' ', a, ' ', b]),
     );
-    let chars = pad_chars(&chars, is_symbol);
+    let chars = pad_chars(&chars, ' ', is_symbol);
     py_normalize_space(&chars.into_iter().collect::<String>())
 }
 

@@ -5,13 +5,14 @@
 mod common;
 
 use common::{close, expected, lines, refs, with_our_version};
-use emvq_bleu::{
-    Bleu, BleuConfig, Chrf, ChrfConfig, Smoothing, StatsMetric, Tokenizer,
-};
+use emvq_bleu::{Bleu, BleuConfig, Chrf, ChrfConfig, Smoothing, StatsMetric, Tokenizer};
 use serde_json::Value;
 
 fn sacrebleu_version(exp: &Value) -> String {
-    exp["sacrebleu_version"].as_str().expect("version").to_string()
+    exp["sacrebleu_version"]
+        .as_str()
+        .expect("version")
+        .to_string()
 }
 
 fn bleu_config(cfg: &Value) -> BleuConfig {
@@ -22,14 +23,16 @@ fn bleu_config(cfg: &Value) -> BleuConfig {
     BleuConfig {
         tokenizer,
         lowercase: get_bool("lowercase"),
-        smoothing: Smoothing::from_name(&get_str("smooth_method", "exp"), value).expect("smoothing"),
+        smoothing: Smoothing::from_name(&get_str("smooth_method", "exp"), value)
+            .expect("smoothing"),
         effective_order: get_bool("effective_order"),
         ..BleuConfig::default()
     }
 }
 
 fn chrf_config(cfg: &Value) -> ChrfConfig {
-    let get_usize = |k: &str, d: usize| cfg.get(k).and_then(Value::as_u64).map_or(d, |v| v as usize);
+    let get_usize =
+        |k: &str, d: usize| cfg.get(k).and_then(Value::as_u64).map_or(d, |v| v as usize);
     let get_bool = |k: &str| cfg.get(k).and_then(Value::as_bool).unwrap_or(false);
     ChrfConfig {
         char_order: get_usize("char_order", 6),
@@ -62,11 +65,23 @@ fn corpus_bleu_matches_sacrebleu() {
         let hyps = lines(case["hyp"].as_str().expect("hyp"));
         let stats = metric.segment_stats(&hyps).expect("stats");
         let score = metric.score_from_sums(&stats.sum());
-        close(score.score, e["score"].as_f64().unwrap(), &format!("{id} score"));
+        close(
+            score.score,
+            e["score"].as_f64().unwrap(),
+            &format!("{id} score"),
+        );
         assert_eq!(score.counts, u64s(&e["counts"]), "{id} counts");
         assert_eq!(score.totals, u64s(&e["totals"]), "{id} totals");
-        assert_eq!(score.sys_len, e["sys_len"].as_u64().unwrap(), "{id} sys_len");
-        assert_eq!(score.ref_len, e["ref_len"].as_u64().unwrap(), "{id} ref_len");
+        assert_eq!(
+            score.sys_len,
+            e["sys_len"].as_u64().unwrap(),
+            "{id} sys_len"
+        );
+        assert_eq!(
+            score.ref_len,
+            e["ref_len"].as_u64().unwrap(),
+            "{id} ref_len"
+        );
         close(score.bp, e["bp"].as_f64().unwrap(), &format!("{id} bp"));
         for (n, (p, q)) in score
             .precisions
@@ -74,7 +89,11 @@ fn corpus_bleu_matches_sacrebleu() {
             .zip(e["precisions"].as_array().unwrap())
             .enumerate()
         {
-            close(*p, q.as_f64().unwrap(), &format!("{id} precision {}", n + 1));
+            close(
+                *p,
+                q.as_f64().unwrap(),
+                &format!("{id} precision {}", n + 1),
+            );
         }
         let sig = metric.signature();
         assert_eq!(
@@ -104,7 +123,11 @@ fn corpus_chrf_matches_sacrebleu() {
         let sums = metric.segment_stats(&hyps).expect("stats").sum();
         assert_eq!(sums, u64s(&e["stats"]), "{id} statistics");
         let score = metric.score_from_sums(&sums);
-        close(score.score, e["score"].as_f64().unwrap(), &format!("{id} score"));
+        close(
+            score.score,
+            e["score"].as_f64().unwrap(),
+            &format!("{id} score"),
+        );
         assert_eq!(score.name, e["name"].as_str().unwrap(), "{id} name");
         assert_eq!(
             metric.signature().to_string(),
@@ -138,7 +161,12 @@ fn sentence_scores_match_sacrebleu() {
             let one: Vec<&str> = ref_streams.iter().map(|s| s[0].as_str()).collect();
             let first = emvq_bleu::sentence_bleu(&hyps[0], &one, &cfg).unwrap();
             let m = Bleu::new(cfg, &ref_streams).unwrap();
-            let scores: Vec<f64> = m.sentence_scores(&hyps).unwrap().iter().map(|s| s.score).collect();
+            let scores: Vec<f64> = m
+                .sentence_scores(&hyps)
+                .unwrap()
+                .iter()
+                .map(|s| s.score)
+                .collect();
             close(first.score, scores[0], &format!("{id} sentence_bleu"));
             (scores, m.signature().to_string())
         } else {
@@ -146,12 +174,21 @@ fn sentence_scores_match_sacrebleu() {
             let one: Vec<&str> = ref_streams.iter().map(|s| s[0].as_str()).collect();
             let first = emvq_bleu::sentence_chrf(&hyps[0], &one, &cfg).unwrap();
             let m = Chrf::new(cfg, &ref_streams).unwrap();
-            let scores: Vec<f64> = m.sentence_scores(&hyps).unwrap().iter().map(|s| s.score).collect();
+            let scores: Vec<f64> = m
+                .sentence_scores(&hyps)
+                .unwrap()
+                .iter()
+                .map(|s| s.score)
+                .collect();
             close(first.score, scores[0], &format!("{id} sentence_chrf"));
             (scores, m.signature().to_string())
         };
         for (i, (got, want)) in scores.iter().zip(expected_scores).enumerate() {
-            close(*got, want.as_f64().unwrap(), &format!("{id} line {}", i + 1));
+            close(
+                *got,
+                want.as_f64().unwrap(),
+                &format!("{id} line {}", i + 1),
+            );
         }
         assert_eq!(
             sig,
@@ -188,7 +225,11 @@ fn paired_results<M: StatsMetric>(
         emvq_bleu::paired_ar(metric, &stats[0], &stats[1..], n, None, seed).unwrap()
     };
     if test == "bs" && !cfg!(debug_assertions) {
-        assert!(start.elapsed().as_secs_f64() < 1.0, "bootstrap took {:?}", start.elapsed());
+        assert!(
+            start.elapsed().as_secs_f64() < 1.0,
+            "bootstrap took {:?}",
+            start.elapsed()
+        );
     }
     res
 }
@@ -211,14 +252,26 @@ fn paired_tests_agree_with_sacrebleu() {
         let bleu = Bleu::new(BleuConfig::default(), &ref_streams).unwrap();
         let chrf = Chrf::new(ChrfConfig::default(), &ref_streams).unwrap();
         for (name, ours, sig) in [
-            ("BLEU", paired_results(&bleu, test, &systems, n), bleu.signature()),
-            ("chrF2", paired_results(&chrf, test, &systems, n), chrf.signature()),
+            (
+                "BLEU",
+                paired_results(&bleu, test, &systems, n),
+                bleu.signature(),
+            ),
+            (
+                "chrF2",
+                paired_results(&chrf, test, &systems, n),
+                chrf.signature(),
+            ),
         ] {
             let theirs = case["results"][name].as_array().expect("metric results");
             assert_eq!(ours.len(), theirs.len());
             for (i, (o, t)) in ours.iter().zip(theirs).enumerate() {
                 let what = format!("{id} {name} system {i}");
-                close(o.score, t["score"].as_f64().unwrap(), &format!("{what} score"));
+                close(
+                    o.score,
+                    t["score"].as_f64().unwrap(),
+                    &format!("{what} score"),
+                );
                 match (o.p_value, t["p_value"].as_f64()) {
                     (None, None) => {}
                     (Some(p), Some(q)) => {

@@ -407,6 +407,7 @@ def main():
             chrf.append(chrf_case(f"{tag}-w{wo}-eps", hyp, refs, word_order=wo,
                                   eps_smoothing=True))
         chrf.append(chrf_case(f"{tag}-c4w1b1", hyp, refs, char_order=4, word_order=1, beta=1))
+        chrf.append(chrf_case(f"{tag}-c8w2b3", hyp, refs, char_order=8, word_order=2, beta=3))
 
     sentence = [
         sentence_case("m30k-sent-default", "bleu", m30k, [M30K_REF], 400, effective_order=True),
