@@ -123,7 +123,27 @@ pub fn python() -> String {
     std::env::var("PYTHON").unwrap_or_else(|_| "python3".into())
 }
 
-/// `PYTHONPATH` that makes `import torch` see the local full set.
-pub fn python_path() -> PathBuf {
-    local_python_dir()
+/// The git-ignored folder for the Python side of the benchmarks
+/// (sacreBLEU, a full `import`-able torch), put on `PYTHONPATH`.
+pub fn python_tools_dir() -> PathBuf {
+    project_root().join(".pytools")
+}
+
+/// Makes sure `module` imports from `.pytools`, installing `requirement`
+/// with pip when it does not (e.g. `sacrebleu` / `sacrebleu==2.5.1`).
+pub fn ensure_python_tool(module: &str, requirement: &str) -> Result<()> {
+    let dir = python_tools_dir();
+    let probe = Command::new(python())
+        .env("PYTHONPATH", &dir)
+        .args(["-c", &format!("import {module}")])
+        .output()
+        .context("cannot run python3")?;
+    if probe.status.success() {
+        return Ok(());
+    }
+    eprintln!("setup: installing {requirement} into {} for the benchmarks ...", dir.display());
+    let mut pip = Command::new(python());
+    pip.args(["-m", "pip", "install", "--disable-pip-version-check", "--no-warn-script-location", "--quiet"]);
+    pip.arg("--target").arg(&dir).arg(requirement);
+    run(&mut pip)
 }

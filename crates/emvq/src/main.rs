@@ -1,6 +1,7 @@
 //! The `emvq` command: one binary for every stage of the toolkit.
 //!
-//! `emvq info` describes the LibTorch runtime; later stages (training,
+//! `emvq info` describes the LibTorch runtime, `emvq bleu` scores
+//! translations; later stages (training,
 //! translation, evaluation) add their subcommands here, each a thin layer
 //! over a library crate.
 
@@ -29,6 +30,9 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Score hypotheses against references with BLEU / chrF, equal to
+    /// sacreBLEU 2.x, with paired significance tests.
+    Bleu(emvq_bleu::BleuArgs),
 }
 
 fn main() -> Result<()> {
@@ -37,5 +41,6 @@ fn main() -> Result<()> {
     emvq_tensor::logging::init_logging(None)?;
     match cli.command {
         Command::Info { device, json } => info::run(device, json),
+        Command::Bleu(args) => emvq_bleu::run(&args),
     }
 }
