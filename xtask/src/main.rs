@@ -3,6 +3,7 @@
 //! never depends on tch, so it builds in seconds on a fresh machine.
 
 mod bundle;
+mod fetch_data;
 mod setup;
 
 use std::path::{Path, PathBuf};
@@ -40,6 +41,21 @@ enum Task {
     Pipeline,
     /// Set up if needed, build, and run `emvq info`.
     Info,
+    /// Download the public originals of a data set into data/ (needs a
+    /// network), laid out as ../shared/data: multi30k, wmt14, cifar10 or all.
+    FetchData {
+        which: String,
+        #[arg(long, default_value = "data")]
+        dest: PathBuf,
+    },
+    /// Benchmark: BLEU/chrF of newstest2014 against a perturbed copy, emvq
+    /// beside sacreBLEU (installed into .pytools).
+    BenchBleu,
+    /// Benchmark: Multi30k preparation (read, 8k BPE, encode every split).
+    BenchData,
+    /// Benchmark: VQ and soft EM (4096 × 512 against 4096 codes), forward
+    /// and backward, emvq beside PyTorch (installed into .pytools).
+    BenchBottleneck,
     /// Write dist/emvq-gpu/: release binary, configs and run.sh for a GPU
     /// machine with torch 2.11.0 installed.
     GpuBundle {
@@ -64,6 +80,17 @@ fn main() -> Result<()> {
             setup::ensure(None)?;
             run(emvq().arg("info"))
         }
+        Task::FetchData { which, dest } => fetch_data::fetch_data(&which, &project_root().join(dest)),
+        Task::BenchBleu => {
+            setup::ensure_python_tool("sacrebleu", "sacrebleu==2.5.1")?;
+            bench("emvq-bleu", "bench_bleu")
+        }
+        Task::BenchData => bench("emvq-data", "bench_prepare"),
+        Task::BenchBottleneck => {
+            setup::ensure(None)?;
+            setup::ensure_python_tool("torch", &format!("torch=={}", setup::TORCH_VERSION))?;
+            bench("emvq-bottleneck", "bench_bottleneck")
+        }
         Task::GpuBundle { out } => {
             setup::ensure(None)?;
             bundle::gpu_bundle(&project_root().join(out))
@@ -77,6 +104,15 @@ fn pipeline() -> Result<()> {
     setup::ensure(None)?;
     eprintln!("pipeline: runtime");
     run(emvq().arg("info"))
+}
+
+/// Runs a crate's benchmark example in release mode.
+fn bench(package: &str, example: &str) -> Result<()> {
+    let tools = setup::python_tools_dir();
+    run(cargo()
+        .args(["run", "--release", "--package", package, "--example", example])
+        .env("EMVQ_PYTOOLS", &tools)
+        .env("PYTHONPATH", &tools))
 }
 
 /// The workspace root (xtask lives one folder below it).
