@@ -16,8 +16,7 @@ use emvq_data::{prepare_multi30k, BatchConfig, Batcher};
 fn main() -> anyhow::Result<()> {
     tracing_subscriber::fmt()
         .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| "info".into()),
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
         )
         .init();
     let data_dir = match std::env::args_os().nth(1) {

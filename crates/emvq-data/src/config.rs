@@ -184,7 +184,7 @@ impl TranslationDataConfig {
                 self.max_tokens
             )));
         }
-        if !(self.filters.max_len_ratio >= 1.0) {
+        if self.filters.max_len_ratio.is_nan() || self.filters.max_len_ratio < 1.0 {
             return Err(DataError::Config(format!(
                 "filters.max_len_ratio = {} must be at least 1",
                 self.filters.max_len_ratio
