@@ -14,8 +14,9 @@
 //!
 //! Special tokens have fixed ids: `<pad>` = 0, `<s>` (BOS) = 1, `</s>` (EOS)
 //! = 2, `<unk>` = 3 (never produced by the byte-level model, kept for
-//! compatibility). Encoding adds no special tokens; decoding stops at the
-//! first EOS and drops pad/BOS.
+//! compatibility). Encoding adds no special tokens, and special-token
+//! strings inside input text (a literal `</s>`) are encoded as plain text;
+//! decoding stops at the first EOS and drops pad/BOS.
 
 use std::collections::HashSet;
 use std::fs;
@@ -86,9 +87,7 @@ impl SubwordTokenizer {
         inner
             .train(&mut trainer, texts.iter().map(|t| t.as_ref()))
             .map_err(|e| DataError::tokenizer(None, e))?;
-        let tokenizer = SubwordTokenizer { inner };
-        tokenizer.check_special_ids(None)?;
-        Ok(tokenizer)
+        Self::wrap(inner, None)
     }
 
     /// Trains on the concatenation of two text collections (a joint
@@ -136,9 +135,7 @@ impl SubwordTokenizer {
         let inner: Tokenizer = json
             .parse()
             .map_err(|e: tokenizers::Error| DataError::tokenizer(Some(path.into()), e))?;
-        let tokenizer = SubwordTokenizer { inner };
-        tokenizer.check_special_ids(Some(path))?;
-        Ok(tokenizer)
+        Self::wrap(inner, Some(path))
     }
 
     /// Number of entries in the vocabulary, special tokens included.
@@ -189,6 +186,16 @@ impl SubwordTokenizer {
     /// The underlying Hugging Face tokenizer.
     pub fn inner(&self) -> &Tokenizer {
         &self.inner
+    }
+
+    /// Checks the special ids and makes special-token strings in input text
+    /// ordinary text (a literal `</s>` in a sentence is not EOS). That flag
+    /// is not stored in `tokenizer.json`, so it is set on every load.
+    fn wrap(mut inner: Tokenizer, path: Option<&Path>) -> Result<Self> {
+        inner.set_encode_special_tokens(true);
+        let tokenizer = SubwordTokenizer { inner };
+        tokenizer.check_special_ids(path)?;
+        Ok(tokenizer)
     }
 
     fn check_special_ids(&self, path: Option<&Path>) -> Result<()> {

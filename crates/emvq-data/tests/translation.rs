@@ -133,6 +133,15 @@ fn unseen_characters_and_whitespace_round_trip() {
     assert_eq!(tok.decode(&ids).unwrap(), "A man in a blue shirt .");
     assert_eq!(normalize_whitespace(messy), "A man in a blue shirt .");
 
+    // Special-token strings in text are plain text, also after reloading.
+    let literal = "a <s> b </s> c <pad><unk>";
+    let reloaded = SubwordTokenizer::load(prepared().run_dir.path()).unwrap();
+    for t in [tok, &reloaded] {
+        let ids = t.encode(literal).unwrap();
+        assert!(ids.iter().all(|&id| id > UNK_ID), "{ids:?}");
+        assert_eq!(t.decode(&ids).unwrap(), literal);
+    }
+
     // Decoding stops at EOS and drops pad/BOS.
     let mut with_specials = vec![BOS_ID];
     with_specials.extend(tok.encode("Two dogs.").unwrap());
