@@ -193,6 +193,16 @@ impl TranslationDataConfig {
         Ok(())
     }
 
+    /// Batching settings from this config: shuffled for training,
+    /// length-ordered for evaluation.
+    pub fn batch_config(&self, shuffle: bool) -> crate::batch::BatchConfig {
+        crate::batch::BatchConfig {
+            max_tokens: self.max_tokens,
+            shuffle,
+            seed: self.seed,
+        }
+    }
+
     /// The data folder: `data_dir` when given, otherwise found by
     /// [`crate::sources::find_data`] from `workspace_root`.
     pub fn resolve_data_dir(&self, workspace_root: &Path) -> Result<PathBuf> {
@@ -249,6 +259,11 @@ mod tests {
         assert_eq!(outer.data.max_tokens, 4096);
         assert_eq!(outer.data.tests.len(), 3);
         outer.data.validate().unwrap();
+        let batch = outer.data.batch_config(true);
+        assert_eq!(
+            (batch.max_tokens, batch.seed, batch.shuffle),
+            (4096, 1, true)
+        );
     }
 
     #[test]
