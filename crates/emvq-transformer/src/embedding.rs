@@ -76,13 +76,18 @@ impl Embeddings {
             )));
         }
         let x = gather_rows(&self.weight, tokens)?.f_mul_scalar(self.scale)?; // [batch, len, d_model]
-        let x = x.f_add(&self.positions.f_narrow(0, start, len)?.to_kind(x.kind()))?;
+        let positions = self
+            .positions
+            .f_narrow(0, start, len)?
+            .f_to_device(x.device())?; // [len, d_model]
+        let x = x.f_add(&positions.f_to_kind(x.kind())?)?;
         Ok(x.f_dropout(self.dropout, train)?)
     }
 
     /// Tied output projection: `h` `[..., d_model]` → logits `[..., vocab_size]`.
     pub fn project(&self, h: &Tensor) -> Result<Tensor> {
-        Ok(h.f_matmul(&self.weight.f_transpose(0, 1)?)?)
+        // `linear` multiplies by the transpose without copying the matrix.
+        Ok(h.f_linear::<&Tensor>(&self.weight, None)?)
     }
 
     pub fn vocab_size(&self) -> i64 {
