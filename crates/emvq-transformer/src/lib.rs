@@ -11,11 +11,14 @@
 //! - [`model`]: [`Seq2Seq`], the teacher, and its [`TransformerConfig`].
 //! - [`loss`]: label-smoothed cross-entropy ignoring padding.
 //! - [`optim`]: checkpointable Adam, the warm-up/rsqrt schedule, clipping.
-//! - [`train`]: one training step, exact-resume checkpoints, averaging.
+//! - [`train`]: one training step, evaluation, exact-resume checkpoints,
+//!   averaging.
+//! - [`keeper`]: checkpoint rotation (last K + best by validation loss).
 //! - [`search`]: batched greedy and beam search on the cache.
 pub mod attention;
 pub mod embedding;
 pub mod error;
+pub mod keeper;
 pub mod layers;
 pub mod loss;
 pub mod model;
@@ -27,6 +30,7 @@ pub mod train;
 pub use attention::{AttentionConfig, KvCache, Mask, MultiheadAttention};
 pub use embedding::{EmbeddingConfig, Embeddings};
 pub use error::{Result, TransformerError};
+pub use keeper::{CheckpointKeeper, Saved};
 pub use layers::{
     Activation, DecoderLayer, EncoderLayer, FeedForward, FeedForwardConfig, LayerCache, LayerConfig,
 };

@@ -105,6 +105,40 @@ pub fn train_step(
     })
 }
 
+/// Loss on held-out data.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct EvalStats {
+    /// Mean label-smoothed loss per target token.
+    pub loss: f64,
+    /// Mean negative log-likelihood per target token.
+    pub nll: f64,
+    pub tokens: f64,
+}
+
+/// Teacher-forced loss over `(src, tgt)` batches, without dropout or gradients.
+pub fn evaluate<'a>(
+    model: &Seq2Seq,
+    batches: impl IntoIterator<Item = &'a (Tensor, Tensor)>,
+    label_smoothing: f64,
+) -> Result<EvalStats> {
+    let _guard = tch::no_grad_guard();
+    let (pad, bos) = (model.config().pad_id, model.config().bos_id);
+    let (mut loss, mut nll, mut tokens) = (0.0, 0.0, 0.0);
+    for (src, tgt) in batches {
+        let logits = model.forward(src, &shift_right(tgt, bos)?, false)?;
+        let out = label_smoothed_cross_entropy(&logits, tgt, label_smoothing, pad)?;
+        loss += out.loss_sum.double_value(&[]);
+        nll += out.nll_sum.double_value(&[]);
+        tokens += out.tokens.double_value(&[]);
+    }
+    let norm = tokens.max(1.0);
+    Ok(EvalStats {
+        loss: loss / norm,
+        nll: nll / norm,
+        tokens,
+    })
+}
+
 /// Writes model variables, Adam moments and step, and `metadata` (config,
 /// data position…) to `path`, atomically.
 pub fn save_training_checkpoint(
@@ -215,5 +249,28 @@ mod tests {
         assert_eq!(dedup.len(), a.len());
         assert_ne!(step_seed(7, 1), step_seed(8, 1));
         assert!(a.iter().all(|&s| s <= i64::MAX as u64));
+    }
+
+    #[test]
+    fn evaluation_is_the_mean_over_all_batches_and_deterministic() {
+        use crate::model::tests::tiny_config;
+        tch::manual_seed(0);
+        let vs = VarStore::new(tch::Device::Cpu);
+        let model = Seq2Seq::new(vs.root(), &tiny_config(12)).unwrap();
+        let b1 = (
+            Tensor::from_slice2(&[[5i64, 6, 2]]),
+            Tensor::from_slice2(&[[7i64, 8, 9, 2]]),
+        );
+        let b2 = (
+            Tensor::from_slice2(&[[4i64, 2, 0]]),
+            Tensor::from_slice2(&[[10i64, 2, 0, 0]]),
+        );
+        let one = evaluate(&model, [&b1], 0.1).unwrap();
+        let two = evaluate(&model, [&b2], 0.1).unwrap();
+        let both = evaluate(&model, [&b1, &b2], 0.1).unwrap();
+        assert_eq!((one.tokens, two.tokens, both.tokens), (4.0, 2.0, 6.0));
+        assert!((both.loss - (4.0 * one.loss + 2.0 * two.loss) / 6.0).abs() < 1e-6);
+        assert!(both.nll < both.loss + 1.0 && both.nll > 0.0);
+        assert_eq!(evaluate(&model, [&b1, &b2], 0.1).unwrap(), both);
     }
 }
