@@ -9,6 +9,8 @@ use rand::{rngs::StdRng, Rng, SeedableRng};
 use rayon::prelude::*;
 use tch::{Kind, Tensor};
 
+use emvq_tensor::logging::progress_bar;
+
 use crate::vq::squared_distances;
 use crate::BottleneckError;
 
@@ -87,6 +89,7 @@ pub fn kmeans(x: &Tensor, k: i64, iters: i64) -> Result<KMeans, BottleneckError>
         .f_clamp_min(0.0)?
         .f_sum(Kind::Double)?
         .f_double_value(&[])?;
+    tracing::debug!(k, inertia, "k-means (tensor) done");
     Ok(KMeans {
         centres,
         assignments,
@@ -200,7 +203,9 @@ pub fn kmeans_ndarray(
     let d = data.ncols();
     let mut centres = kmeans_plus_plus_ndarray(data, k, seed)?;
     let mut nearest_rows = nearest(data, &centres);
+    let bar = progress_bar(iters as u64, "k-means");
     for _ in 0..iters {
+        bar.inc(1);
         let mut sums = Array2::<f64>::zeros((k, d));
         let mut counts = vec![0usize; k];
         for (x, &(j, _)) in data.rows().into_iter().zip(&nearest_rows) {
@@ -223,7 +228,9 @@ pub fn kmeans_ndarray(
             break;
         }
     }
-    let inertia = nearest_rows.iter().map(|&(_, m)| m as f64).sum();
+    bar.finish_and_clear();
+    let inertia: f64 = nearest_rows.iter().map(|&(_, m)| m as f64).sum();
+    tracing::debug!(k, inertia, "k-means (ndarray) done");
     let assignments = nearest_rows.into_iter().map(|(j, _)| j).collect();
     Ok(NdKMeans {
         centres,

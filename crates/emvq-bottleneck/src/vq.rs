@@ -8,6 +8,7 @@
 //! are handled as `[s, n, c]`, the codebook is `[s, k, c]`. Distances and
 //! EMA statistics are fp32 whatever the input type.
 
+use emvq_tensor::gather::gather_rows;
 use tch::{nn, Kind, Tensor};
 
 use crate::config::{BottleneckConfig, BottleneckKind, CodebookInit};
@@ -31,32 +32,54 @@ pub fn squared_distances(x: &Tensor, codebook: &Tensor) -> Result<Tensor, Bottle
 /// `codebook`: `[s, k, c]`, `codes`: `[s, ...]` int64 → `[s, ..., c]`.
 pub fn lookup(codebook: &Tensor, codes: &Tensor) -> Result<Tensor, BottleneckError> {
     let (s, k, c) = codebook.size3()?;
-    let mut shape = codes.size();
     let offsets = Tensor::f_arange(s, (Kind::Int64, codes.device()))?.f_mul_scalar(k)?; // [s]
     let mut offset_shape = vec![s];
-    offset_shape.resize(shape.len(), 1);
-    let flat = codes
-        .f_add(&offsets.f_view(offset_shape.as_slice())?)?
-        .f_flatten(0, -1)?;
-    shape.push(c);
-    Ok(codebook
-        .f_reshape([s * k, c])?
-        .f_index_select(0, &flat)?
-        .f_reshape(shape)?)
+    offset_shape.resize(codes.dim(), 1);
+    let flat_codes = codes.f_add(&offsets.f_view(offset_shape.as_slice())?)?; // [s, ...]
+    Ok(gather_rows(&codebook.f_reshape([s * k, c])?, &flat_codes)?)
 }
 
-/// Monte-Carlo soft EM's E-step: `samples` codes per vector drawn from
-/// softmax(−d/T).
-/// `distances`: `[s, n, k]` → `[s, n, m]` int64.
-pub fn sample_codes(
-    distances: &Tensor,
-    samples: i64,
-    temperature: f64,
-) -> Result<Tensor, BottleneckError> {
-    let (s, n, k) = distances.size3()?;
-    let probs = distances
-        .f_mul_scalar(-1.0 / temperature)?
-        .f_softmax(-1, Kind::Float)?; // [s, n, k]
+/// The posterior softmax(−d/T) over codes, computed in place in
+/// `distances` (which it consumes) to spare one `[s, n, k]` buffer.
+/// `distances`: `[s, n, k]` → `[s, n, k]`.
+pub fn posterior(mut distances: Tensor, temperature: f64) -> Result<Tensor, BottleneckError> {
+    let _ = distances.f_mul_scalar_(-1.0 / temperature)?;
+    Ok(distances.f_softmax(-1, Kind::Float)?)
+}
+
+/// The mean of the codebook rows picked per slice, without the
+/// `[s, n, m, c]` intermediate of a lookup followed by a mean (one
+/// `embedding_bag` in mean mode; differentiable in the codebook).
+/// `codebook`: `[s, k, c]`, `codes`: `[s, n, m]` int64 → `[s, n, c]`.
+pub fn lookup_mean(codebook: &Tensor, codes: &Tensor) -> Result<Tensor, BottleneckError> {
+    let (s, k, c) = codebook.size3()?;
+    let (_, n, m) = codes.size3()?;
+    let device = codes.device();
+    let offsets = Tensor::f_arange(s, (Kind::Int64, device))?
+        .f_mul_scalar(k)?
+        .f_view([s, 1, 1])?;
+    let flat = codes.f_add(&offsets)?.f_flatten(0, -1)?; // [s·n·m]
+    let bags = Tensor::f_arange_start_step(0, s * n * m, m, (Kind::Int64, device))?; // [s·n]
+    let table = codebook.f_reshape([s * k, c])?;
+    let mean_mode = 1;
+    let (mean, _, _, _) = Tensor::f_embedding_bag(
+        &table,
+        &flat,
+        &bags,
+        false,
+        mean_mode,
+        false,
+        None::<Tensor>,
+        false,
+    )?; // [s·n, c]
+    Ok(mean.f_view([s, n, c])?)
+}
+
+/// Monte-Carlo soft EM's E-step: `samples` codes per vector drawn (with
+/// replacement, `multinomial`) from the posterior `probs` = softmax(−d/T).
+/// `probs`: `[s, n, k]` → `[s, n, m]` int64.
+pub fn sample_codes(probs: &Tensor, samples: i64) -> Result<Tensor, BottleneckError> {
+    let (s, n, k) = probs.size3()?;
     let drawn = probs.f_reshape([s * n, k])?.f_multinomial(samples, true)?; // [s·n, m]
     Ok(drawn.f_reshape([s, n, samples])?)
 }
@@ -66,9 +89,10 @@ pub fn sample_codes(
 pub fn fractional_counts(drawn: &Tensor, k: i64) -> Result<Tensor, BottleneckError> {
     let (s, n, m) = drawn.size3()?;
     let ones = Tensor::f_ones([s, n, m], (Kind::Float, drawn.device()))?;
-    let counts = Tensor::f_zeros([s, n, k], (Kind::Float, drawn.device()))?
-        .f_scatter_add(2, drawn, &ones)?; // [s, n, k]
-    Ok(counts.f_div_scalar(m as f64)?)
+    let mut counts = Tensor::f_zeros([s, n, k], (Kind::Float, drawn.device()))?; // [s, n, k]
+    let _ = counts.f_scatter_add_(2, drawn, &ones)?;
+    let _ = counts.f_div_scalar_(m as f64)?;
+    Ok(counts)
 }
 
 /// One batch's sufficient statistics for the M-step: Σ_i r_ij and
@@ -297,20 +321,22 @@ impl VqCodebook {
             if !soft_em {
                 (codes, None, None)
             } else if train {
-                let drawn = sample_codes(&distances, self.cfg.samples, self.cfg.temperature)?; // [s, n, m]
+                let probs = posterior(distances, self.cfg.temperature)?; // [s, n, k]
+                let drawn = sample_codes(&probs, self.cfg.samples)?; // [s, n, m]
                 let r = fractional_counts(&drawn, k)?; // [s, n, k]
                 (codes, Some(drawn), Some(r))
             } else {
-                let posterior = distances
-                    .f_mul_scalar(-1.0 / self.cfg.temperature)?
-                    .f_softmax(-1, Kind::Float)?; // [s, n, k]
-                (codes, None, Some(posterior))
+                (
+                    codes,
+                    None,
+                    Some(posterior(distances, self.cfg.temperature)?),
+                )
             }
         };
         // The decoder input; tracks the codebook's gradient when it is trained.
         let quantized = match &drawn {
-            Some(drawn) => lookup(&self.codebook, drawn)?.f_mean_dim(2, false, Kind::Float)?, // [s, n, c]
-            None => lookup(&self.codebook, &codes)?, // [s, n, c]
+            Some(drawn) => lookup_mean(&self.codebook, drawn)?, // [s, n, c]
+            None => lookup(&self.codebook, &codes)?,            // [s, n, c]
         };
         let mut reseeded = 0;
         if train && self.cfg.ema {
@@ -495,11 +521,35 @@ mod tests {
     }
 
     #[test]
+    fn lookup_mean_equals_the_mean_of_the_looked_up_rows() {
+        tch::manual_seed(2);
+        let codebook = Tensor::randn([2, 5, 3], (Kind::Float, Device::Cpu)).set_requires_grad(true);
+        let codes = Tensor::randint(5, [2, 4, 6], (Kind::Int64, Device::Cpu));
+        let fused = lookup_mean(&codebook, &codes).unwrap();
+        let direct = lookup(&codebook, &codes)
+            .unwrap()
+            .mean_dim(2, false, Kind::Float);
+        assert_eq!(fused.size(), vec![2, 4, 3]);
+        assert!(fused.allclose(&direct, 1e-6, 1e-6, false));
+        // The codebook's gradient: each pick of row j adds 1/m to its weight.
+        fused.sum(Kind::Float).backward();
+        let flat = (&codes + Tensor::from_slice(&[0i64, 5]).view([2, 1, 1])).view([-1]);
+        let per_row = flat.bincount(None::<Tensor>, 10).to_kind(Kind::Float) / 6.0;
+        let grad = codebook.grad().view([10, 3]);
+        assert!(grad.allclose(
+            &per_row.unsqueeze(-1).expand([10, 3], false),
+            1e-6,
+            1e-6,
+            false
+        ));
+    }
+
+    #[test]
     fn sampling_draws_from_the_posterior() {
         // One code is far more probable: softmax(−[0, 50, 50]) puts ~1 on code 0.
         let d = Tensor::from_slice(&[0.0f32, 50.0, 50.0]).view([1, 1, 3]);
         tch::manual_seed(3);
-        let drawn = sample_codes(&d, 100, 1.0).unwrap();
+        let drawn = sample_codes(&posterior(d, 1.0).unwrap(), 100).unwrap();
         assert_eq!(drawn.size(), vec![1, 1, 100]);
         assert_eq!(i64::try_from(drawn.max()).unwrap(), 0);
     }

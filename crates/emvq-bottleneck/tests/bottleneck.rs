@@ -550,3 +550,24 @@ fn bad_shapes_and_codes_are_typed_errors() {
         Err(BottleneckError::Config(_))
     ));
 }
+
+#[test]
+fn config_files_load_with_strict_keys_through_emvq_tensor() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("bottleneck.toml");
+    std::fs::write(&path, "kind = \"em\"\nbits = 10\nn_c = 2\nsamples = 20\n").unwrap();
+    let loaded: BottleneckConfig = emvq_tensor::load_toml(&path).unwrap();
+    assert_eq!(
+        (loaded.kind, loaded.bits, loaded.slices, loaded.samples),
+        (BottleneckKind::Em, 10, 2, 20)
+    );
+    assert_eq!(loaded.beta, 0.25);
+    std::fs::write(&path, "kind = \"em\"\ntemprature = 2.0\n").unwrap();
+    let err = emvq_tensor::load_toml::<BottleneckConfig>(&path)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("temprature") && err.contains("bottleneck.toml") && err.contains("line 2"),
+        "{err}"
+    );
+}
