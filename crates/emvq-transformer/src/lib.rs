@@ -40,6 +40,6 @@ pub use optim::{Adam, AdamConfig, LrSchedule};
 pub use search::{beam_search, greedy, length_penalty, Hypothesis, SearchConfig};
 pub use stack::{Decoder, DecoderCache, Encoder, StackConfig};
 pub use train::{
-    average_checkpoints, load_training_checkpoint, save_training_checkpoint, step_seed, train_step,
-    StepConfig, StepStats,
+    average_checkpoints, evaluate, load_training_checkpoint, save_training_checkpoint, step_seed,
+    train_step, EvalStats, StepConfig, StepStats,
 };

@@ -64,7 +64,8 @@ fn max_lengths(model: &Seq2Seq, src: &Tensor, a: f64, b: i64) -> Result<Vec<usiz
 }
 
 /// Greedy decoding of a batch `src` `[batch, src_len]` (padded with
-/// `pad_id`): the arg-max token at every step.
+/// `pad_id`): the arg-max token at every step. Finished sentences leave the
+/// batch (their rows are dropped from the cache).
 pub fn greedy(
     model: &Seq2Seq,
     src: &Tensor,
@@ -75,43 +76,45 @@ pub fn greedy(
     let cfg = model.config();
     let max_lens = max_lengths(model, src, max_len_a, max_len_b)?;
     let batch = max_lens.len();
+    let device = src.device();
     let enc = model.encode(src, false)?;
     let mut cache = model.start_decoding(&enc)?;
-    let device = src.device();
     let mut input = Tensor::f_full([batch as i64, 1], cfg.bos_id, (Kind::Int64, device))?;
-    let mut hyps: Vec<Hypothesis> = vec![
-        Hypothesis {
-            tokens: vec![],
-            log_prob: 0.0,
-            score: 0.0
-        };
-        batch
-    ];
-    let mut done = vec![false; batch];
-    let steps = max_lens.iter().copied().max().unwrap_or(0);
-    for t in 0..steps {
-        let logits = model.decode_step(&input, &mut cache)?.f_squeeze_dim(1)?; // [batch, vocab]
+    let empty = Hypothesis {
+        tokens: vec![],
+        log_prob: 0.0,
+        score: 0.0,
+    };
+    let mut hyps = vec![empty; batch];
+    let mut active: Vec<usize> = (0..batch).collect(); // sentence of each row
+    for t in 0..max_lens.iter().copied().max().unwrap_or(0) {
+        let logits = model.decode_step(&input, &mut cache)?.f_squeeze_dim(1)?; // [rows, vocab]
         let (best, next) = logits
             .f_log_softmax(-1, Kind::Float)?
-            .f_max_dim(-1, false)?; // [batch] each
+            .f_max_dim(-1, false)?; // [rows] each
         let best = Vec::<f32>::try_from(&best)?;
         let next_host = Vec::<i64>::try_from(&next)?;
-        for i in 0..batch {
-            if done[i] {
-                continue;
-            }
-            hyps[i].log_prob += best[i] as f64;
-            if next_host[i] == cfg.eos_id {
-                done[i] = true;
-            } else {
-                hyps[i].tokens.push(next_host[i]);
-                done[i] = t + 1 >= max_lens[i];
+        let mut keep = Vec::with_capacity(active.len()); // rows still decoding
+        for (row, &i) in active.iter().enumerate() {
+            hyps[i].log_prob += best[row] as f64;
+            if next_host[row] != cfg.eos_id {
+                hyps[i].tokens.push(next_host[row]);
+                if t + 1 < max_lens[i] {
+                    keep.push(row as i64);
+                }
             }
         }
-        if done.iter().all(|&d| d) {
+        if keep.is_empty() {
             break;
         }
-        input = next.f_unsqueeze(1)?;
+        if keep.len() < active.len() {
+            let index = Tensor::from_slice(&keep).to_device(device);
+            cache.select(&index)?;
+            input = next.f_index_select(0, &index)?.f_unsqueeze(1)?;
+            active = keep.iter().map(|&r| active[r as usize]).collect();
+        } else {
+            input = next.f_unsqueeze(1)?;
+        }
     }
     for h in &mut hyps {
         h.score = h.log_prob;
@@ -130,6 +133,7 @@ struct Alive {
 /// sentence's finished hypotheses, best first (at least one per sentence).
 /// With `beam_size` 1 and `length_penalty` 0 this is greedy search (with
 /// α > 0 a single beam may look past an EOS for a better normalised score).
+/// Finished sentences leave the batch.
 pub fn beam_search(
     model: &Seq2Seq,
     src: &Tensor,
@@ -142,129 +146,126 @@ pub fn beam_search(
             "beam_size must be at least 1, got {k}"
         )));
     }
-    let (eos, bos) = (model.config().eos_id, model.config().bos_id);
+    let (eos, bos, alpha) = (
+        model.config().eos_id,
+        model.config().bos_id,
+        cfg.length_penalty,
+    );
     let max_lens = max_lengths(model, src, cfg.max_len_a, cfg.max_len_b)?;
     let batch = max_lens.len();
     let ku = k as usize;
     let device = src.device();
-    let enc = model.encode(src, false)?.repeat_interleave(k)?; // rows b·k + j
+    let enc = model.encode(src, false)?.repeat_interleave(k)?;
     let mut cache = model.start_decoding(&enc)?;
     let mut input = Tensor::f_full([batch as i64 * k, 1], bos, (Kind::Int64, device))?;
-    // Beam j of sentence b lives in row b·k + j. At the start only beam 0 is live.
-    let mut alive: Vec<Vec<Alive>> = vec![
-        vec![Alive {
-            tokens: vec![],
-            log_prob: 0.0
-        }];
-        batch
-    ];
+    // Block i of k rows holds the beams of sentence active[i]; beam j of it is
+    // row i·k + j. At the start only beam 0 is live.
+    let mut active: Vec<usize> = (0..batch).collect();
+    let start = Alive {
+        tokens: vec![],
+        log_prob: 0.0,
+    };
+    let mut alive: Vec<Vec<Alive>> = vec![vec![start]; batch];
     let mut finished: Vec<Vec<Hypothesis>> = vec![vec![]; batch];
-    let mut done = vec![false; batch];
-    let steps = max_lens.iter().copied().max().unwrap_or(0);
-    for t in 0..steps {
-        let logits = model.decode_step(&input, &mut cache)?.f_squeeze_dim(1)?; // [batch·k, vocab]
+    let finish = |a: Alive| {
+        let score = a.log_prob / length_penalty(a.tokens.len(), alpha);
+        Hypothesis {
+            tokens: a.tokens,
+            log_prob: a.log_prob,
+            score,
+        }
+    };
+    for t in 0..max_lens.iter().copied().max().unwrap_or(0) {
+        let blocks = active.len() as i64;
+        let logits = model.decode_step(&input, &mut cache)?.f_squeeze_dim(1)?; // [blocks·k, vocab]
         let vocab = logits.size()[1];
         // Beam scores, −∞ for rows that hold no live hypothesis.
-        let mut prev = vec![f32::NEG_INFINITY; batch * ku];
-        for (b, beams) in alive.iter().enumerate() {
-            for (j, a) in beams.iter().enumerate() {
-                prev[b * ku + j] = a.log_prob as f32;
+        let mut prev = vec![f32::NEG_INFINITY; active.len() * ku];
+        for (i, &b) in active.iter().enumerate() {
+            for (j, a) in alive[b].iter().enumerate() {
+                prev[i * ku + j] = a.log_prob as f32;
             }
         }
         let prev = Tensor::from_slice(&prev)
             .to_device(device)
-            .f_view([batch as i64 * k, 1])?;
+            .f_view([blocks * k, 1])?;
         let cand = logits
             .f_log_softmax(-1, Kind::Float)?
             .f_add(&prev)?
-            .f_view([batch as i64, k * vocab])?;
-        let n_cand = (2 * k).min(k * vocab);
-        let (top_scores, top_idx) = cand.f_topk(n_cand, -1, true, true)?; // [batch, n_cand]
+            .f_view([blocks, k * vocab])?;
+        let (top_scores, top_idx) = cand.f_topk((2 * k).min(k * vocab), -1, true, true)?; // [blocks, 2k]
         let top_scores = Vec::<Vec<f32>>::try_from(&top_scores)?;
         let top_idx = Vec::<Vec<i64>>::try_from(&top_idx)?;
 
-        let mut rows = Vec::with_capacity(batch * ku); // source row of each new row
-        let mut next = Vec::with_capacity(batch * ku); // token fed to each new row
-        let mut new_alive = vec![vec![]; batch];
-        for b in 0..batch {
-            if !done[b] {
-                for (rank, (&score, &idx)) in top_scores[b].iter().zip(&top_idx[b]).enumerate() {
-                    if !score.is_finite() || new_alive[b].len() == ku {
-                        continue;
-                    }
-                    let (beam, tok) = ((idx / vocab) as usize, idx % vocab);
-                    let parent = &alive[b][beam];
-                    if tok == eos {
-                        // EOS counts only among the k best, so k = 1 is greedy.
-                        if rank < ku {
-                            let lp = length_penalty(parent.tokens.len() + 1, cfg.length_penalty);
-                            let log_prob = score as f64;
-                            finished[b].push(Hypothesis {
-                                tokens: parent.tokens.clone(),
-                                log_prob,
-                                score: log_prob / lp,
-                            });
-                        }
-                        continue;
-                    }
-                    let mut tokens = parent.tokens.clone();
-                    tokens.push(tok);
-                    new_alive[b].push(Alive {
-                        tokens,
-                        log_prob: score as f64,
-                    });
-                    rows.push(b as i64 * k + beam as i64);
-                    next.push(tok);
+        let mut rows = Vec::with_capacity(active.len() * ku); // parent row of each next row
+        let mut next = Vec::with_capacity(active.len() * ku); // token fed to each next row
+        let mut still_active = Vec::with_capacity(active.len());
+        for (i, &b) in active.iter().enumerate() {
+            let mut new_alive = Vec::with_capacity(ku);
+            let mut parents = Vec::with_capacity(ku);
+            for (rank, (&score, &idx)) in top_scores[i].iter().zip(&top_idx[i]).enumerate() {
+                if !score.is_finite() || new_alive.len() == ku {
+                    continue;
                 }
-                done[b] = sentence_done(
-                    &finished[b],
-                    &new_alive[b],
-                    ku,
-                    max_lens[b],
-                    cfg.length_penalty,
-                );
-                if t + 1 >= max_lens[b] {
-                    // Out of length: the live beams end here, without EOS.
-                    for a in new_alive[b].drain(..) {
-                        let score = a.log_prob / length_penalty(a.tokens.len(), cfg.length_penalty);
+                let (beam, tok) = ((idx / vocab) as usize, idx % vocab);
+                let parent = &alive[b][beam];
+                if tok == eos {
+                    // EOS counts only among the k best, so k = 1 is greedy.
+                    if rank < ku {
+                        let lp = length_penalty(parent.tokens.len() + 1, alpha);
+                        let log_prob = score as f64;
+                        let tokens = parent.tokens.clone();
                         finished[b].push(Hypothesis {
-                            tokens: a.tokens,
-                            log_prob: a.log_prob,
-                            score,
+                            tokens,
+                            log_prob,
+                            score: log_prob / lp,
                         });
                     }
-                    done[b] = true;
+                    continue;
                 }
-                if done[b] {
-                    new_alive[b].clear();
-                    rows.truncate(b * ku);
-                    next.truncate(b * ku);
-                }
+                let mut tokens = parent.tokens.clone();
+                tokens.push(tok);
+                new_alive.push(Alive {
+                    tokens,
+                    log_prob: score as f64,
+                });
+                parents.push(i as i64 * k + beam as i64);
             }
-            // Fill the sentence's rows up to k with copies of its first row.
-            while rows.len() < (b + 1) * ku {
-                rows.push(b as i64 * k);
-                next.push(eos);
+            if t + 1 >= max_lens[b] {
+                // Out of length: the live beams end here, without EOS.
+                finished[b].extend(new_alive.drain(..).map(finish));
+            } else if !sentence_done(&finished[b], &new_alive, ku, max_lens[b], alpha) {
+                next.extend(
+                    new_alive
+                        .iter()
+                        .map(|a| *a.tokens.last().expect("one token")),
+                );
+                rows.extend(&parents);
+                // Pad the block to k rows with dead copies of its first row.
+                next.resize(rows.len() + ku - parents.len(), eos);
+                rows.resize(rows.len() + ku - parents.len(), i as i64 * k);
+                still_active.push(b);
             }
+            alive[b] = new_alive;
         }
-        alive = new_alive;
-        if done.iter().all(|&d| d) {
+        if still_active.is_empty() {
             break;
         }
         let rows = Tensor::from_slice(&rows).to_device(device);
-        cache.reorder_beams(&rows)?;
+        if still_active.len() < active.len() {
+            cache.select(&rows)?;
+        } else {
+            cache.reorder_beams(&rows)?;
+        }
+        for &b in active.iter().filter(|b| !still_active.contains(b)) {
+            alive[b].clear();
+        }
+        active = still_active;
         input = Tensor::from_slice(&next).to_device(device).f_unsqueeze(1)?;
     }
     for (b, hyps) in finished.iter_mut().enumerate() {
         // Defensive: a sentence that never finished keeps its live beams.
-        for a in alive[b].drain(..) {
-            let score = a.log_prob / length_penalty(a.tokens.len(), cfg.length_penalty);
-            hyps.push(Hypothesis {
-                tokens: a.tokens,
-                log_prob: a.log_prob,
-                score,
-            });
-        }
+        hyps.extend(alive[b].drain(..).map(finish));
         hyps.sort_by(|x, y| y.score.total_cmp(&x.score));
     }
     Ok(finished)
@@ -390,9 +391,12 @@ mod tests {
             assert!(four[0].score >= one[0].score - 1e-5);
             assert!(four.windows(2).all(|w| w[0].score >= w[1].score));
         }
+        let g = greedy(&m, &src, 1.0, 3).unwrap();
         for i in 0..3 {
             let alone = beam_search(&m, &src.narrow(0, i, 1), &cfg(4)).unwrap();
             assert_eq!(alone[0][0].tokens, b4[i as usize][0].tokens);
+            let alone = greedy(&m, &src.narrow(0, i, 1), 1.0, 3).unwrap();
+            assert_eq!(alone[0].tokens, g[i as usize].tokens);
         }
     }
 
