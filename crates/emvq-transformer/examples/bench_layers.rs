@@ -1,7 +1,8 @@
 //! Micro-benchmarks of this crate's layers on the CPU (or `DEVICE=cuda`):
 //! LibTorch's fused `scaled_dot_product_attention` against the explicit
 //! formula, and the per-token cost of cached decoding for a Transformer of
-//! the issue's reference size (256 wide, 3+3 layers, 4 heads, 1024 filter).
+//! the issue's reference size (256 wide, 3+3 layers, 4 heads, 1024 filter),
+//! and the throughput of a full training step of that model.
 //!
 //! `cargo run -p emvq-transformer --example bench_layers` (`THREADS=n` sets
 //! LibTorch's intra-op threads, default 1).
@@ -10,7 +11,9 @@ use std::time::Instant;
 
 use emvq_tensor::DeviceSpec;
 use emvq_transformer::attention::{attention_reference, Mask};
-use emvq_transformer::{Activation, Seq2Seq, TransformerConfig};
+use emvq_transformer::{
+    train_step, Activation, Adam, AdamConfig, LrSchedule, Seq2Seq, StepConfig, TransformerConfig,
+};
 use tch::{nn::VarStore, Device, Kind, Tensor};
 
 fn time_ms(reps: usize, mut f: impl FnMut()) -> f64 {
@@ -80,8 +83,8 @@ fn attention(device: Device) {
     }
 }
 
-fn decoding(device: Device) {
-    let cfg = TransformerConfig {
+fn reference_config() -> TransformerConfig {
+    TransformerConfig {
         vocab_size: 16000,
         d_model: 256,
         heads: 4,
@@ -99,7 +102,11 @@ fn decoding(device: Device) {
         pad_id: 0,
         bos_id: 1,
         eos_id: 2,
-    };
+    }
+}
+
+fn decoding(device: Device) {
+    let cfg = reference_config();
     let vs = VarStore::new(device);
     let model = Seq2Seq::new(vs.root(), &cfg).unwrap();
     let params = emvq_tensor::params::count_parameters(&vs).trainable;
@@ -127,6 +134,40 @@ fn decoding(device: Device) {
     }
 }
 
+fn training(device: Device) {
+    let cfg = TransformerConfig {
+        vocab_size: 10000,
+        ..reference_config()
+    };
+    let vs = VarStore::new(device);
+    let model = Seq2Seq::new(vs.root(), &cfg).unwrap();
+    let mut opt = Adam::new(&vs, &AdamConfig::default()).unwrap();
+    let schedule = LrSchedule {
+        scale: 2.0,
+        warmup_steps: 4000,
+        d_model: 256,
+    };
+    let step = StepConfig {
+        label_smoothing: 0.1,
+        clip_norm: 0.0,
+        seed: 1,
+    };
+    let (sentences, len) = (64, 24); // ≈ 1500 target tokens, Multi30k-like lengths
+    let src = Tensor::randint_low(3, 10000, [sentences, len], (Kind::Int64, device));
+    let tgt = Tensor::randint_low(3, 10000, [sentences, len], (Kind::Int64, device));
+    let batch = [(src, tgt)];
+    let ms = time_ms(5, || {
+        train_step(&model, &mut opt, &schedule, &batch, &step).unwrap();
+        sync(device)
+    });
+    let tokens = (sentences * len) as f64;
+    println!(
+        "training step, vocab 10000, {sentences}×{len} source and target tokens: {ms:.1} ms, \
+         {:.0} target tokens/s",
+        tokens / ms * 1e3
+    );
+}
+
 fn main() {
     let threads = std::env::var("THREADS")
         .ok()
@@ -142,4 +183,5 @@ fn main() {
     println!("device {device:?}, {threads} intra-op thread(s)");
     attention(device);
     decoding(device);
+    training(device);
 }
