@@ -31,7 +31,7 @@ impl RunDir {
     /// Creates (or reopens) `<runs_root>/<stage>/<name>/`.
     pub fn create(runs_root: &Path, stage: &str, name: &str) -> Result<Self, RunError> {
         let root = runs_root.join(stage).join(name);
-        fs::create_dir_all(root.join("checkpoints")).map_err(|source| RunError::Io { path: root.clone(), source })?;
+        fs::create_dir_all(&root).map_err(|source| RunError::Io { path: root.clone(), source })?;
         Ok(Self { root })
     }
 
@@ -52,6 +52,7 @@ impl RunDir {
         self.root.join("config.toml")
     }
 
+    /// Where checkpoints go; created by the first checkpoint written there.
     pub fn checkpoint_dir(&self) -> PathBuf {
         self.root.join("checkpoints")
     }
@@ -105,7 +106,8 @@ mod tests {
         let tmp = tempfile::tempdir().unwrap();
         let run = RunDir::create(tmp.path(), "teacher", "small").unwrap();
         assert!(run.path().ends_with("teacher/small"));
-        assert!(run.checkpoint_dir().is_dir());
+        assert!(run.path().is_dir());
+        assert!(run.checkpoint_dir().starts_with(run.path()));
         let cfg = Cfg { name: "small".into(), steps: 10 };
         run.save_config(&cfg).unwrap();
         assert_eq!(RunDir::open(run.path()).unwrap().load_config::<Cfg>().unwrap(), cfg);

@@ -6,6 +6,9 @@
 //! over a library crate.
 
 mod info;
+mod prepare;
+
+use std::path::PathBuf;
 
 use anyhow::Result;
 use clap::{Parser, Subcommand};
@@ -33,14 +36,26 @@ enum Command {
     /// Score hypotheses against references with BLEU / chrF, equal to
     /// sacreBLEU 2.x, with paired significance tests.
     Bleu(emvq_bleu::BleuArgs),
+    /// Read a parallel corpus, train the joint BPE vocabulary and encode
+    /// every split into runs/data/<name>/.
+    PrepareData {
+        #[arg(long, default_value = "configs/multi30k/data.toml")]
+        config: PathBuf,
+        /// Folder holding the run directories.
+        #[arg(long, default_value = "runs")]
+        runs: PathBuf,
+    },
 }
 
 fn main() -> Result<()> {
     emvq_tensor::runtime::load_cuda_backend();
     let cli = Cli::parse();
-    emvq_tensor::logging::init_logging(None)?;
     match cli.command {
-        Command::Info { device, json } => info::run(device, json),
+        Command::Info { device, json } => {
+            emvq_tensor::logging::init_logging(None)?;
+            info::run(device, json)
+        }
         Command::Bleu(args) => emvq_bleu::run(&args),
+        Command::PrepareData { config, runs } => prepare::run(&config, &runs).map(|_| ()),
     }
 }
