@@ -16,6 +16,7 @@ use crate::attention::Mask;
 use crate::embedding::{EmbeddingConfig, Embeddings};
 use crate::error::{Result, TransformerError};
 use crate::layers::{Activation, LayerConfig};
+use crate::loss::{label_smoothed_cross_entropy, LossOutput};
 use crate::stack::{Decoder, DecoderCache, Encoder, StackConfig};
 use emvq_tensor::mask::padding_mask;
 
@@ -241,15 +242,56 @@ impl Seq2Seq {
         Ok(EncoderOutput { memory, src_pad })
     }
 
-    /// Teacher-forced decoder: `tgt_in` `[batch, tgt_len]` → logits
-    /// `[batch, tgt_len, vocab_size]`. Target padding needs no mask: it sits
-    /// at the end, after every real position, so the causal mask hides it.
-    pub fn decode(&self, enc: &EncoderOutput, tgt_in: &Tensor, train: bool) -> Result<Tensor> {
+    /// Teacher-forced decoder states: `tgt_in` `[batch, tgt_len]` →
+    /// `[batch, tgt_len, d_model]` (before the output projection). Target
+    /// padding needs no mask: it sits at the end, after every real position,
+    /// so the causal mask hides it.
+    pub fn decode_hidden(
+        &self,
+        enc: &EncoderOutput,
+        tgt_in: &Tensor,
+        train: bool,
+    ) -> Result<Tensor> {
         let y = self.tgt_embed().forward(tgt_in, 0, train)?; // [batch, tgt_len, d_model]
-        let h = self
-            .decoder
-            .forward(&y, &Mask::Causal, &enc.memory, &enc.memory_mask()?, train)?;
-        self.project(&h)
+        self.decoder
+            .forward(&y, &Mask::Causal, &enc.memory, &enc.memory_mask()?, train)
+    }
+
+    /// Teacher-forced decoder: `tgt_in` `[batch, tgt_len]` → logits
+    /// `[batch, tgt_len, vocab_size]`.
+    pub fn decode(&self, enc: &EncoderOutput, tgt_in: &Tensor, train: bool) -> Result<Tensor> {
+        self.project(&self.decode_hidden(enc, tgt_in, train)?)
+    }
+
+    /// The training loss of a batch: `src` `[batch, src_len]`, `tgt`
+    /// `[batch, tgt_len]` (ending in EOS, then padding; the decoder input is
+    /// [`shift_right`]ed from it). Only non-padding positions go through the
+    /// output projection and the softmax — the largest matmul of a small
+    /// model — so padding costs nothing there.
+    pub fn loss(
+        &self,
+        src: &Tensor,
+        tgt: &Tensor,
+        label_smoothing: f64,
+        train: bool,
+    ) -> Result<LossOutput> {
+        let enc = self.encode(src, train)?;
+        let h = self.decode_hidden(&enc, &shift_right(tgt, self.cfg.bos_id)?, train)?; // [batch, tgt_len, d_model]
+        let keep = tgt
+            .f_ne(self.cfg.pad_id)?
+            .f_flatten(0, -1)?
+            .f_nonzero()?
+            .f_squeeze_dim(1)?; // [n]
+        let h = h
+            .f_reshape([-1, self.cfg.d_model])?
+            .f_index_select(0, &keep)?; // [n, d_model]
+        let target = tgt.f_flatten(0, -1)?.f_index_select(0, &keep)?; // [n]
+        label_smoothed_cross_entropy(
+            &self.project(&h)?,
+            &target,
+            label_smoothing,
+            self.cfg.pad_id,
+        )
     }
 
     /// Training forward pass: `src` `[batch, src_len]`, `tgt_in`
@@ -378,6 +420,23 @@ pub(crate) mod tests {
             assert!(names.contains_key(n), "{n}");
         }
         assert!(!names.contains_key("embed_tokens.weight"));
+    }
+
+    #[test]
+    fn packed_loss_equals_the_loss_of_full_logits() {
+        tch::manual_seed(8);
+        let vs = nn::VarStore::new(Device::Cpu);
+        let model = Seq2Seq::new(vs.root(), &tiny_config(20)).unwrap();
+        let src = Tensor::from_slice2(&[[5i64, 6, 7, 2], [9, 2, 0, 0]]);
+        let tgt = Tensor::from_slice2(&[[11i64, 12, 2, 0, 0], [13, 14, 15, 16, 2]]);
+        let packed = model.loss(&src, &tgt, 0.1, false).unwrap();
+        let logits = model
+            .forward(&src, &shift_right(&tgt, 1).unwrap(), false)
+            .unwrap();
+        let full = label_smoothed_cross_entropy(&logits, &tgt, 0.1, 0).unwrap();
+        assert_eq!(packed.tokens.double_value(&[]), 8.0);
+        assert!((packed.loss_sum - full.loss_sum).abs().double_value(&[]) < 1e-4);
+        assert!((packed.nll_sum - full.nll_sum).abs().double_value(&[]) < 1e-4);
     }
 
     #[test]

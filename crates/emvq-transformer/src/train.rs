@@ -16,8 +16,7 @@ use serde::{Deserialize, Serialize};
 use tch::{nn::VarStore, Kind, Tensor};
 
 use crate::error::{Result, TransformerError};
-use crate::loss::label_smoothed_cross_entropy;
-use crate::model::{shift_right, Seq2Seq};
+use crate::model::Seq2Seq;
 use crate::optim::{Adam, LrSchedule};
 use emvq_tensor::{seed::seed_all, Checkpoint, CheckpointError};
 
@@ -73,7 +72,7 @@ pub fn train_step(
     }
     let step = opt.step_count() + 1;
     seed_all(step_seed(cfg.seed, step));
-    let (pad, bos) = (model.config().pad_id, model.config().bos_id);
+    let pad = model.config().pad_id;
     let total_tokens: f64 = batches
         .iter()
         .map(|(_, tgt)| tgt.ne(pad).sum(Kind::Float).double_value(&[]))
@@ -82,8 +81,7 @@ pub fn train_step(
     opt.zero_grad();
     let (mut loss_sum, mut nll_sum) = (0.0, 0.0);
     for (src, tgt) in batches {
-        let logits = model.forward(src, &shift_right(tgt, bos)?, true)?;
-        let out = label_smoothed_cross_entropy(&logits, tgt, cfg.label_smoothing, pad)?;
+        let out = model.loss(src, tgt, cfg.label_smoothing, true)?;
         out.loss_sum.f_div_scalar(norm)?.backward();
         loss_sum += out.loss_sum.double_value(&[]);
         nll_sum += out.nll_sum.double_value(&[]);
@@ -122,11 +120,9 @@ pub fn evaluate<'a>(
     label_smoothing: f64,
 ) -> Result<EvalStats> {
     let _guard = tch::no_grad_guard();
-    let (pad, bos) = (model.config().pad_id, model.config().bos_id);
     let (mut loss, mut nll, mut tokens) = (0.0, 0.0, 0.0);
     for (src, tgt) in batches {
-        let logits = model.forward(src, &shift_right(tgt, bos)?, false)?;
-        let out = label_smoothed_cross_entropy(&logits, tgt, label_smoothing, pad)?;
+        let out = model.loss(src, tgt, label_smoothing, false)?;
         loss += out.loss_sum.double_value(&[]);
         nll += out.nll_sum.double_value(&[]);
         tokens += out.tokens.double_value(&[]);
