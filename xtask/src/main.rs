@@ -150,3 +150,23 @@ pub fn run(cmd: &mut Command) -> Result<()> {
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// CI must run exactly the test command README.md gives a new user.
+    #[test]
+    fn ci_runs_the_readme_test_command() {
+        let root = project_root();
+        let readme = std::fs::read_to_string(root.join("README.md")).unwrap();
+        let ci = std::fs::read_to_string(root.join(".ci/run")).unwrap();
+        let test_command = readme
+            .lines()
+            .find(|l| l.contains("# every test"))
+            .and_then(|l| l.split('#').next())
+            .map(str::trim)
+            .expect("README.md names its test command");
+        assert!(ci.lines().any(|l| l.trim() == test_command), ".ci/run does not run `{test_command}`");
+    }
+}
