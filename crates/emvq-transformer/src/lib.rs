@@ -15,6 +15,32 @@
 //!   averaging.
 //! - [`keeper`]: checkpoint rotation (last K + best by validation loss).
 //! - [`search`]: batched greedy and beam search on the cache.
+//!
+//! Every layer is built as `X::new(vs: nn::Path, cfg: &XConfig)`, with a
+//! serde config (`deny_unknown_fields`) and PyTorch's parameter names. A
+//! training loop, in outline:
+//!
+//! ```text
+//! let vs = VarStore::new(device);
+//! let model = Seq2Seq::new(vs.root(), &cfg)?;
+//! let mut opt = Adam::new(&vs, &AdamConfig::default())?;   // β 0.9/0.997, ε 1e-9
+//! let mut keeper = CheckpointKeeper::new(&run.checkpoint_dir(), 5)?;
+//! loop {
+//!     let stats = train_step(&model, &mut opt, &schedule, &micro_batches, &step_cfg)?;
+//!     if stats.step % 1000 == 0 {
+//!         let val = evaluate(&model, &valid_batches, step_cfg.label_smoothing)?;
+//!         keeper.save(&vs, &opt, Some(val.loss), &metadata)?;   // resume: load_training_checkpoint
+//!     }
+//! }
+//! let hyps = beam_search(&model, &src, &SearchConfig { beam_size: 4, length_penalty: 0.6, .. })?;
+//! ```
+//!
+//! Determinism: [`train_step`] reseeds LibTorch's generator from
+//! `(seed, step)` every step (tch exposes no generator state to save), so a
+//! resumed CPU run repeats a straight one bit for bit at a fixed thread
+//! count. On a shared 2-core machine prefer `tch::set_num_threads(1)`:
+//! LibTorch's spinning worker threads make small models 10–50× slower when
+//! the cores are busy.
 pub mod attention;
 pub mod embedding;
 pub mod error;
