@@ -174,19 +174,19 @@ impl BottleneckConfig {
         if self.kind == BottleneckKind::Semhash && self.slices != 1 {
             return bad("semhash has no slices: set slices = 1".into());
         }
-        if !(self.beta >= 0.0) {
+        if self.beta.is_nan() || self.beta < 0.0 {
             return bad(format!("beta = {} must be ≥ 0", self.beta));
         }
         if !(0.0..1.0).contains(&self.decay) {
             return bad(format!("decay = {} must be in [0, 1)", self.decay));
         }
-        if !(self.epsilon > 0.0) {
+        if self.epsilon.is_nan() || self.epsilon <= 0.0 {
             return bad(format!("epsilon = {} must be > 0", self.epsilon));
         }
         if self.samples < 1 {
             return bad(format!("samples = {} must be ≥ 1", self.samples));
         }
-        if !(self.temperature > 0.0) {
+        if self.temperature.is_nan() || self.temperature <= 0.0 {
             return bad(format!("temperature = {} must be > 0", self.temperature));
         }
         if self.kmeans_iters < 0 {
@@ -195,13 +195,13 @@ impl BottleneckConfig {
         if self.reseed_dead && !self.ema {
             return bad("reseed_dead needs the EMA codebook (ema = true)".into());
         }
-        if !(self.dead_threshold >= 0.0) {
+        if self.dead_threshold.is_nan() || self.dead_threshold < 0.0 {
             return bad(format!(
                 "dead_threshold = {} must be ≥ 0",
                 self.dead_threshold
             ));
         }
-        if !(self.noise_dev >= 0.0) {
+        if self.noise_dev.is_nan() || self.noise_dev < 0.0 {
             return bad(format!("noise_dev = {} must be ≥ 0", self.noise_dev));
         }
         if !(0.0..=1.0).contains(&self.discrete_mix) {

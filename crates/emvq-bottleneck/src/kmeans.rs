@@ -215,9 +215,9 @@ pub fn kmeans_ndarray(
                 .zip(x.iter())
                 .for_each(|(s, &v)| *s += v as f64);
         }
-        for j in 0..k {
-            if counts[j] > 0 {
-                let mean = sums.row(j).mapv(|s| (s / counts[j] as f64) as f32);
+        for (j, &count) in counts.iter().enumerate() {
+            if count > 0 {
+                let mean = sums.row(j).mapv(|s| (s / count as f64) as f32);
                 centres.row_mut(j).assign(&mean);
             }
         }

@@ -8,6 +8,8 @@
 //! are handled as `[s, n, c]`, the codebook is `[s, k, c]`. Distances and
 //! EMA statistics are fp32 whatever the input type.
 
+use std::sync::atomic::{AtomicBool, Ordering};
+
 use emvq_tensor::gather::gather_rows;
 use tch::{nn, Kind, Tensor};
 
@@ -221,6 +223,8 @@ pub struct VqCodebook {
     pub ema_count: Tensor,
     pub ema_sum: Tensor,
     kmeans_done: Option<Tensor>,
+    /// Set once `kmeans_done` was seen at 1, to skip the device read.
+    kmeans_seen: AtomicBool,
     cfg: BottleneckConfig,
 }
 
@@ -256,6 +260,7 @@ impl VqCodebook {
             ema_count,
             ema_sum,
             kmeans_done,
+            kmeans_seen: AtomicBool::new(false),
             cfg: cfg.clone(),
         })
     }
@@ -307,8 +312,11 @@ impl VqCodebook {
         let xf = x.f_detach()?.f_to_kind(Kind::Float)?; // [s, n, c]
         if train {
             if let Some(done) = &self.kmeans_done {
-                if f64::try_from(done.f_get(0)?)? == 0.0 {
-                    self.init_kmeans(&xf)?;
+                if !self.kmeans_seen.load(Ordering::Relaxed) {
+                    if f64::try_from(done.f_get(0)?)? == 0.0 {
+                        self.init_kmeans(&xf)?;
+                    }
+                    self.kmeans_seen.store(true, Ordering::Relaxed);
                 }
             }
         }
