@@ -338,7 +338,7 @@ mod tests {
         tch::no_grad(|| {
             for (_, mut v) in vs.variables() {
                 if v.dim() == 1 {
-                    let _ = v.copy_(&(Tensor::randn(v.size(), (Kind::Float, Device::Cpu)) * 0.1));
+                    v.copy_(&(Tensor::randn(v.size(), (Kind::Float, Device::Cpu)) * 0.1));
                 }
             }
         });
