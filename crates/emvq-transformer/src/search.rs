@@ -341,34 +341,63 @@ mod tests {
 
     /// The greedy output scored by a teacher-forced forward pass has the
     /// log-probability greedy reported, and respects the length limit.
+    /// Log-probability of `tokens` (+ EOS when `ended`) for source row `i`,
+    /// by a teacher-forced forward pass.
+    fn forward_log_prob(m: &Seq2Seq, src: &Tensor, i: usize, tokens: &[i64], ended: bool) -> f64 {
+        let mut tgt = tokens.to_vec();
+        if ended {
+            tgt.push(2);
+        }
+        let tgt = Tensor::from_slice(&tgt).unsqueeze(0);
+        let tgt_in = crate::model::shift_right(&tgt, 1).unwrap();
+        let lp = m
+            .forward(&src.narrow(0, i as i64, 1), &tgt_in, false)
+            .unwrap()
+            .log_softmax(-1, Kind::Float);
+        lp.gather(-1, &tgt.unsqueeze(-1), false)
+            .sum(Kind::Float)
+            .double_value(&[])
+    }
+
+    /// Greedy and beam outputs, scored by a teacher-forced forward pass, have
+    /// the log-probabilities the searches reported (so the cache, its beam
+    /// reordering and the batch shrinking are right), and respect the
+    /// length limit.
     #[test]
-    fn greedy_scores_match_a_forward_pass_and_lengths_are_bounded() {
+    fn search_scores_match_a_forward_pass_and_lengths_are_bounded() {
         let (_vs, m) = model(7);
         let src = sources();
+        let max_lens = [6usize, 8, 4]; // source lengths 4, 6, 2; a = 1, b = 2
         let hyps = greedy(&m, &src, 1.0, 2).unwrap();
-        let src_lens = [4usize, 6, 2];
         for (i, h) in hyps.iter().enumerate() {
-            assert!(h.tokens.len() <= src_lens[i] + 2);
-            let mut tgt = h.tokens.clone();
-            let ended = tgt.len() < src_lens[i] + 2;
-            if ended {
-                tgt.push(2);
-            }
-            let tgt = Tensor::from_slice(&tgt).unsqueeze(0);
-            let tgt_in = crate::model::shift_right(&tgt, 1).unwrap();
-            let lp = m
-                .forward(&src.narrow(0, i as i64, 1), &tgt_in, false)
-                .unwrap()
-                .log_softmax(-1, Kind::Float);
-            let expected = lp
-                .gather(-1, &tgt.unsqueeze(-1), false)
-                .sum(Kind::Float)
-                .double_value(&[]);
+            assert!(h.tokens.len() <= max_lens[i]);
+            let expected = forward_log_prob(&m, &src, i, &h.tokens, h.tokens.len() < max_lens[i]);
             assert!(
                 (expected - h.log_prob).abs() < 1e-4,
                 "{expected} vs {}",
                 h.log_prob
             );
+        }
+        let cfg = SearchConfig {
+            beam_size: 3,
+            length_penalty: 0.6,
+            max_len_a: 1.0,
+            max_len_b: 2,
+        };
+        for (i, nbest) in beam_search(&m, &src, &cfg).unwrap().iter().enumerate() {
+            assert!(nbest.len() >= 3, "{nbest:?}");
+            for h in nbest {
+                assert!(h.tokens.len() <= max_lens[i]);
+                let ended = h.tokens.len() < max_lens[i];
+                let expected = forward_log_prob(&m, &src, i, &h.tokens, ended);
+                assert!(
+                    (expected - h.log_prob).abs() < 1e-4,
+                    "{expected} vs {}",
+                    h.log_prob
+                );
+                let len = h.tokens.len() + ended as usize;
+                assert!((h.score - h.log_prob / length_penalty(len, 0.6)).abs() < 1e-9);
+            }
         }
     }
 
