@@ -2,10 +2,14 @@
 
 Spawned by `cargo run --release -p emvq-bottleneck --example bench_bottleneck`,
 which times the same cases in emvq (Rust/tch) and prints both side by side.
-Same algorithm as crates/emvq-bottleneck/src/vq.rs: squared distances
-||x||^2 + ||e||^2 - 2 x.e by one baddbmm, argmin (VQ) or multinomial sampling
-of m codes from softmax(-d/T) (soft EM), straight-through output, commitment
-loss, EMA update with Laplace-smoothed counts (index_add_ / bincount).
+Same maths and algorithm as crates/emvq-bottleneck/src/vq.rs: squared
+distances ||x||^2 + ||e||^2 - 2 x.e by one baddbmm, argmin (VQ) or
+multinomial sampling of m codes from softmax(-d/T) (soft EM), fractional
+counts r, straight-through output, commitment loss, EMA update with
+Laplace-smoothed counts (bincount / index_add_), written the way one would in
+plain PyTorch. emvq differs only in three memory-saving choices: the softmax
+and the scatter of r run in place, and the mean of the sampled codes is one
+embedding_bag(mode="mean") instead of index_select + mean.
 Protocol (driven by the example, so that the two sides alternate run by run
 and a burst of load on a shared machine hits both alike): the script prints
 one JSON line {"threads": .., "torch": ..}, then for each case name read on

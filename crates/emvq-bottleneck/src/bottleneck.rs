@@ -116,6 +116,16 @@ impl Bottleneck {
         }
     }
 
+    /// Re-seeds the codes marked in `dead` (`[n_c, K]` bool, e.g.
+    /// [`crate::CodeUsage::dead_mask`] after an epoch) from random vectors of
+    /// `x` (`[..., d]`) and resets their EMA statistics; returns how many.
+    pub fn reseed_codes(&self, x: &Tensor, dead: &Tensor) -> Result<i64, BottleneckError> {
+        match &self.inner {
+            Inner::Codebook(cb) => cb.reseed(&self.to_slices(x)?, dead),
+            Inner::Semhash(_) => Err(BottleneckError::Config("semhash has no codebook".into())),
+        }
+    }
+
     /// `[..., d]` → `[s, n, c]` (a view when possible).
     fn to_slices(&self, x: &Tensor) -> Result<Tensor, BottleneckError> {
         let size = x.size();
@@ -204,6 +214,35 @@ impl Bottleneck {
                 })
             }
         }
+    }
+
+    /// Soft assignments `[..., n_c, K]` (e.g. soft EM's r) to vectors
+    /// Σ_j r_ij e_j `[..., d]` fp32 (VQ and EM kinds).
+    pub fn embed_soft(&self, r: &Tensor) -> Result<Tensor, BottleneckError> {
+        let cb = match &self.inner {
+            Inner::Codebook(cb) => cb,
+            Inner::Semhash(_) => {
+                return Err(BottleneckError::Config("semhash has no codebook".into()))
+            }
+        };
+        let (s, k) = (self.cfg.slices, self.cfg.codebook_size());
+        let size = r.size();
+        if size.len() < 2 || size[size.len() - 2..] != [s, k] {
+            return Err(BottleneckError::CodeShape {
+                shape: size,
+                slices: s,
+            });
+        }
+        let flat = r
+            .f_to_kind(Kind::Float)?
+            .f_reshape([-1, s, k])?
+            .f_permute([1, 0, 2])?; // [s, n, k]
+        let vectors = flat.f_bmm(&cb.codebook)?; // [s, n, c]
+        let mut out_shape = size[..size.len() - 2].to_vec();
+        out_shape.push(self.d);
+        Ok(vectors
+            .f_permute([1, 0, 2])?
+            .f_reshape(out_shape.as_slice())?) // [..., d]
     }
 
     /// Codes `[..., n_c]` back to vectors `[..., d]` fp32 (the latent

@@ -160,11 +160,63 @@ pub fn ema_update(
     Ok(())
 }
 
-/// Re-seeds dead codes, those whose EMA count is below `threshold` times the
-/// mean count n/K, from random vectors of the batch, and resets their EMA
-/// statistics to N_j = n/K, M_j = x·n/K, so the code starts as an average
-/// one. Returns how many codes were re-seeded.
-/// `x`: `[s, n, c]` fp32, `codebook`/`ema_sum`: `[s, k, c]`, `ema_count`: `[s, k]`.
+/// Dead codes by their EMA count: N_j below `threshold` times the mean count
+/// n/K of their slice. `ema_count`: `[s, k]` → `[s, k]` bool.
+pub fn dead_by_count(ema_count: &Tensor, threshold: f64) -> Result<Tensor, BottleneckError> {
+    let k = ema_count.size2()?.1;
+    let mean_count = ema_count
+        .f_sum_dim_intlist(-1, true, Kind::Float)?
+        .f_div_scalar(k as f64)?; // [s, 1]
+    Ok(ema_count.f_lt_tensor(&mean_count.f_mul_scalar(threshold)?)?)
+}
+
+/// Re-seeds the codes marked in `dead` from random vectors of the batch and
+/// resets their EMA statistics to N_j = n/K (the slice's mean count),
+/// M_j = x·n/K, so a re-seeded code starts as an average one. Returns how
+/// many codes were re-seeded.
+/// `x`: `[s, n, c]` fp32, `codebook`/`ema_sum`: `[s, k, c]`, `ema_count`:
+/// `[s, k]`, `dead`: `[s, k]` bool.
+pub fn reseed_codes(
+    x: &Tensor,
+    codebook: &mut Tensor,
+    ema_count: &mut Tensor,
+    ema_sum: &mut Tensor,
+    dead: &Tensor,
+) -> Result<i64, BottleneckError> {
+    let _guard = tch::no_grad_guard();
+    let (s, n, c) = x.size3()?;
+    let k = ema_count.size2()?.1;
+    if dead.size() != [s, k] {
+        return Err(BottleneckError::CodeShape {
+            shape: dead.size(),
+            slices: s,
+        });
+    }
+    let dead = dead.f_to_device(x.device())?.f_to_kind(Kind::Bool)?; // [s, k]
+    let reseeded = i64::try_from(dead.f_sum(Kind::Int64)?)?;
+    if reseeded == 0 || n == 0 {
+        return Ok(0);
+    }
+    let mean_count = ema_count
+        .f_sum_dim_intlist(-1, true, Kind::Float)?
+        .f_div_scalar(k as f64)?
+        .f_expand([s, k], false)?; // [s, k]
+    let picks =
+        Tensor::f_randint(n, [s, k, 1], (Kind::Int64, x.device()))?.f_expand([s, k, c], false)?;
+    let candidates = x.f_gather(1, &picks, false)?; // [s, k, c]
+    let dead3 = dead.f_unsqueeze(-1)?; // [s, k, 1]
+    codebook.f_copy_(&candidates.f_where_self(&dead3, codebook)?)?;
+    ema_sum.f_copy_(
+        &candidates
+            .f_mul(&mean_count.f_unsqueeze(-1)?)?
+            .f_where_self(&dead3, ema_sum)?,
+    )?;
+    ema_count.f_copy_(&mean_count.f_where_self(&dead, ema_count)?)?;
+    Ok(reseeded)
+}
+
+/// Re-seeds the codes that are dead by their EMA count (see
+/// [`dead_by_count`] and [`reseed_codes`]).
 pub fn reseed_dead_codes(
     x: &Tensor,
     codebook: &mut Tensor,
@@ -172,30 +224,11 @@ pub fn reseed_dead_codes(
     ema_sum: &mut Tensor,
     threshold: f64,
 ) -> Result<i64, BottleneckError> {
-    let _guard = tch::no_grad_guard();
-    let (s, n, c) = x.size3()?;
-    let k = ema_count.size2()?.1;
-    let mean_count = ema_count
-        .f_sum_dim_intlist(-1, true, Kind::Float)?
-        .f_div_scalar(k as f64)?; // [s, 1]
-    let dead = ema_count.f_lt_tensor(&mean_count.f_mul_scalar(threshold)?)?; // [s, k]
-    let reseeded = i64::try_from(dead.f_sum(Kind::Int64)?)?;
-    if reseeded == 0 || n == 0 {
-        return Ok(0);
-    }
-    let picks =
-        Tensor::f_randint(n, [s, k, 1], (Kind::Int64, x.device()))?.f_expand([s, k, c], false)?;
-    let candidates = x.f_gather(1, &picks, false)?; // [s, k, c]
-    let dead3 = dead.f_unsqueeze(-1)?; // [s, k, 1]
-    let mean_k = mean_count.f_expand([s, k], false)?; // [s, k]
-    codebook.f_copy_(&candidates.f_where_self(&dead3, codebook)?)?;
-    ema_sum.f_copy_(
-        &candidates
-            .f_mul(&mean_k.f_unsqueeze(-1)?)?
-            .f_where_self(&dead3, ema_sum)?,
-    )?;
-    ema_count.f_copy_(&mean_k.f_where_self(&dead, ema_count)?)?;
-    Ok(reseeded)
+    let dead = {
+        let _guard = tch::no_grad_guard();
+        dead_by_count(ema_count, threshold)?
+    };
+    reseed_codes(x, codebook, ema_count, ema_sum, &dead)
 }
 
 /// The result of quantising a batch laid out as `[s, n, c]`.
@@ -383,6 +416,19 @@ impl VqCodebook {
             soft_targets,
             reseeded,
         })
+    }
+
+    /// Re-seeds the codes marked in `dead` (`[s, k]` bool, e.g. from
+    /// [`crate::CodeUsage::dead_mask`] over an epoch) from vectors of `x`
+    /// (`[s, n, c]`) and resets their EMA statistics.
+    pub fn reseed(&self, x: &Tensor, dead: &Tensor) -> Result<i64, BottleneckError> {
+        let xf = x.f_detach()?.f_to_kind(Kind::Float)?;
+        let (mut codebook, mut count, mut sum) = (
+            self.codebook.shallow_clone(),
+            self.ema_count.shallow_clone(),
+            self.ema_sum.shallow_clone(),
+        );
+        reseed_codes(&xf, &mut codebook, &mut count, &mut sum, dead)
     }
 
     /// Codes back to vectors. `codes`: `[s, n]` → `[s, n, c]`.

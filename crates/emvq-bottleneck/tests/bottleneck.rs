@@ -282,9 +282,19 @@ fn slices_are_independent_codebooks_over_the_slices_of_the_vector() {
                 .narrow(0, s as i64, 1)
                 .allclose(single_cb, 1e-6, 1e-6, false));
         }
-        // embed_codes puts each slice's code vector back in its place.
+        // embed_codes puts each slice's code vector back in its place, and
+        // embed_soft of one-hot codes agrees with it.
         let embedded = sliced.embed_codes(&out.codes).unwrap();
         assert_eq!(embedded.size(), vec![2, 7, d]);
+        for (s, (_, single)) in singles.iter().enumerate() {
+            let one = single
+                .embed_codes(&out.codes.narrow(-1, s as i64, 1))
+                .unwrap();
+            assert!(embedded.narrow(-1, 4 * s as i64, 4).equal(&one));
+        }
+        let one_hot = out.codes.one_hot(8).to_kind(Kind::Float); // [2, 7, 3, 8]
+        let soft = sliced.embed_soft(&one_hot).unwrap();
+        assert!(soft.allclose(&embedded, 1e-6, 1e-6, false));
     }
 }
 
@@ -570,4 +580,33 @@ fn config_files_load_with_strict_keys_through_emvq_tensor() {
         err.contains("temprature") && err.contains("bottleneck.toml") && err.contains("line 2"),
         "{err}"
     );
+}
+
+#[test]
+fn codes_dead_over_an_evaluation_set_are_reseeded_and_then_used() {
+    seed_all(16);
+    let vs = VarStore::new(Device::Cpu);
+    let b = Bottleneck::new(&vs.root(), 4, &cfg(BottleneckKind::Vq, 4, 2)).unwrap();
+    let batches: Vec<Tensor> = (0..3).map(|_| randn(&[64, 4]) * 3.0).collect();
+    let usage_of = |b: &Bottleneck| {
+        let mut usage = CodeUsage::new(2, 16);
+        for x in &batches {
+            usage
+                .add_codes(&b.forward(x, false).unwrap().codes)
+                .unwrap();
+        }
+        usage
+    };
+    let before = usage_of(&b);
+    let dead = before.dead_mask(Device::Cpu).unwrap();
+    let n_dead: usize = before.dead_count().iter().sum();
+    assert!(n_dead > 0, "the small random codebook leaves codes unused");
+    let reseeded = b.reseed_codes(&batches[0], &dead).unwrap();
+    assert_eq!(reseeded as usize, n_dead);
+    let after = usage_of(&b);
+    let still_dead: usize = after.dead_count().iter().sum();
+    assert!(still_dead < n_dead, "{still_dead} of {n_dead} still dead");
+    assert!(after.perplexity()[0] > before.perplexity()[0]);
+    let wrong = Tensor::zeros([2, 15], (Kind::Bool, Device::Cpu));
+    assert!(b.reseed_codes(&batches[0], &wrong).is_err());
 }
