@@ -114,7 +114,8 @@ impl Adam {
 
     /// Scales the gradients so that their global L2 norm is at most
     /// `max_norm`; returns the norm before clipping (a scalar tensor, left on
-    /// the device so no synchronisation is forced).
+    /// the device so no synchronisation is forced). `max_norm` = ∞ only
+    /// measures.
     pub fn clip_grad_norm(&mut self, max_norm: f64) -> Result<Tensor> {
         let _guard = tch::no_grad_guard();
         let grads: Vec<Tensor> = self
@@ -131,6 +132,9 @@ impl Adam {
             .map(|g| g.f_norm())
             .collect::<Result<Vec<_>, _>>()?;
         let total = Tensor::f_stack(&norms, 0)?.f_norm()?;
+        if max_norm.is_infinite() {
+            return Ok(total); // measuring only
+        }
         let coef = (total.f_add_scalar(1e-6)?.f_reciprocal()? * max_norm).f_clamp_max(1.0)?;
         for mut g in grads {
             let _ = g.f_mul_(&coef)?;
