@@ -4,8 +4,10 @@
 //! `add-k` and `exp` smoothing methods with optional effective order.
 
 use std::fmt;
+use std::hash::Hash;
 use std::str::FromStr;
 
+use rayon::prelude::*;
 use rustc_hash::FxHashMap;
 use serde::Serialize;
 
@@ -291,39 +293,133 @@ pub fn compute_bleu(
     result
 }
 
-/// Byte ranges of the tokens of a string whose tokens are separated by single spaces.
-fn token_bounds(s: &str) -> Vec<(usize, usize)> {
-    let mut bounds = Vec::new();
-    let mut start = 0;
-    for (i, b) in s.bytes().enumerate() {
-        if b == b' ' {
-            bounds.push((start, i));
-            start = i + 1;
-        }
-    }
-    if !s.is_empty() {
-        bounds.push((start, s.len()));
-    }
-    bounds
+/// Longest n-gram whose token ids pack into a `u128` key (32 bits a token).
+const PACKED_MAX_ORDER: usize = 4;
+
+/// Packs up to four token ids into one integer; every 32-bit slot holds the
+/// id plus one, so n-grams of different orders never share a key.
+fn packed_key(gram: &[u32]) -> u128 {
+    gram.iter()
+        .fold(0u128, |k, &id| (k << 32) | (id as u128 + 1))
 }
 
-/// Counts all n-grams of orders 1..=max_order of a space-joined token string.
-/// Keys are substrings of `s`, so equal keys mean equal token tuples (n-grams
-/// of different orders differ in their number of spaces).
-fn count_ngrams<'a>(
-    s: &'a str,
-    bounds: &[(usize, usize)],
+/// Reusable buffers for counting the n-grams of one segment after another.
+/// Tokens are mapped to small integers per segment (hypothesis and references
+/// share the mapping), so n-grams compare as integer keys.
+struct NgramCounter<'a, K> {
     max_order: usize,
-) -> FxHashMap<&'a str, u32> {
-    let n_tok = bounds.len();
-    let mut map = FxHashMap::default();
-    map.reserve(n_tok * max_order);
-    for n in 1..=max_order.min(n_tok) {
-        for i in 0..=(n_tok - n) {
-            *map.entry(&s[bounds[i].0..bounds[i + n - 1].1]).or_insert(0) += 1;
+    key: fn(&[u32]) -> K,
+    token_ids: FxHashMap<&'a str, u32>,
+    ref_counts: FxHashMap<K, u32>,
+    one_ref: FxHashMap<K, u32>,
+}
+
+impl<'a, K: Hash + Eq> NgramCounter<'a, K> {
+    fn new(max_order: usize, key: fn(&[u32]) -> K) -> Self {
+        NgramCounter {
+            max_order,
+            key,
+            token_ids: FxHashMap::default(),
+            ref_counts: FxHashMap::default(),
+            one_ref: FxHashMap::default(),
         }
     }
-    map
+
+    /// The ids of the tokens of a string whose tokens are separated by single spaces.
+    fn ids(&mut self, s: &'a str) -> Vec<u32> {
+        let mut ids = Vec::new();
+        if s.is_empty() {
+            return ids;
+        }
+        let mut start = 0;
+        for (i, b) in s
+            .bytes()
+            .enumerate()
+            .chain(std::iter::once((s.len(), b' ')))
+        {
+            if b == b' ' {
+                let next = self.token_ids.len() as u32;
+                ids.push(*self.token_ids.entry(&s[start..i]).or_insert(next));
+                start = i + 1;
+            }
+        }
+        ids
+    }
+
+    /// Appends `[sys_len, ref_len, correct.., total..]` of one preprocessed
+    /// hypothesis against its preprocessed references to `out`.
+    fn segment_stats(&mut self, hyp: &'a str, refs: &'a [String], out: &mut Vec<u64>) {
+        let max_order = self.max_order;
+        self.token_ids.clear();
+        self.ref_counts.clear();
+        let hyp_ids = self.ids(hyp);
+        let mut ref_lens = Vec::with_capacity(refs.len());
+        // Reference n-gram counts, the maximum over references.
+        for (k, r) in refs.iter().enumerate() {
+            let ids = self.ids(r);
+            ref_lens.push(ids.len());
+            let target = if k == 0 {
+                &mut self.ref_counts
+            } else {
+                self.one_ref.clear();
+                &mut self.one_ref
+            };
+            for n in 1..=max_order {
+                for gram in ids.windows(n) {
+                    *target.entry((self.key)(gram)).or_insert(0) += 1;
+                }
+            }
+            if k > 0 {
+                for (g, c) in self.one_ref.drain() {
+                    let e = self.ref_counts.entry(g).or_insert(0);
+                    *e = (*e).max(c);
+                }
+            }
+        }
+        // Each hypothesis n-gram matches while the reference has unused copies
+        // left: this sums min(hypothesis count, reference count) per n-gram.
+        let mut correct = vec![0u64; max_order];
+        let mut total = vec![0u64; max_order];
+        for n in 1..=max_order {
+            for gram in hyp_ids.windows(n) {
+                total[n - 1] += 1;
+                if let Some(c) = self.ref_counts.get_mut(&(self.key)(gram)) {
+                    if *c > 0 {
+                        *c -= 1;
+                        correct[n - 1] += 1;
+                    }
+                }
+            }
+        }
+        out.push(hyp_ids.len() as u64);
+        out.push(closest_ref_len(hyp_ids.len(), &ref_lens) as u64);
+        out.extend(correct);
+        out.extend(total);
+    }
+}
+
+/// Statistics of all segments, in segment order; chunks of segments are
+/// counted in parallel.
+fn corpus_stats<K: Hash + Eq>(
+    hyps: &[String],
+    refs: &[Vec<String>],
+    max_order: usize,
+    key: fn(&[u32]) -> K,
+) -> Vec<u64> {
+    const CHUNK: usize = 64;
+    let chunks: Vec<Vec<u64>> = hyps
+        .par_chunks(CHUNK)
+        .zip(refs.par_chunks(CHUNK))
+        .map(|(hyps, refs)| {
+            let mut counter = NgramCounter::new(max_order, key);
+            let mut out = Vec::with_capacity(hyps.len() * (2 + 2 * max_order));
+            for (hyp, refs) in hyps.iter().zip(refs) {
+                counter.segment_stats(hyp, refs, &mut out);
+            }
+            out
+        })
+        .collect();
+    chunks.concat()
 }
 
 /// The reference length closest to the hypothesis length, the shorter on ties.
@@ -339,50 +435,8 @@ fn closest_ref_len(hyp_len: usize, ref_lens: &[usize]) -> usize {
     best.map_or(0, |(_, l)| l)
 }
 
-/// Per-segment statistics `[sys_len, ref_len, correct.., total..]` of one
-/// preprocessed hypothesis against its preprocessed references.
-fn segment_stats(hyp: &str, refs: &[String], max_order: usize, out: &mut Vec<u64>) {
-    // Reference n-gram counts, the maximum over references.
-    let mut ref_ngrams: FxHashMap<&str, u32> = FxHashMap::default();
-    let mut ref_lens = Vec::with_capacity(refs.len());
-    for (k, r) in refs.iter().enumerate() {
-        let bounds = token_bounds(r);
-        ref_lens.push(bounds.len());
-        let counts = count_ngrams(r, &bounds, max_order);
-        if k == 0 {
-            ref_ngrams = counts;
-        } else {
-            for (g, c) in counts {
-                let e = ref_ngrams.entry(g).or_insert(0);
-                *e = (*e).max(c);
-            }
-        }
-    }
-    // Each hypothesis n-gram matches while the reference has unused copies
-    // left: this sums min(hypothesis count, reference count) per n-gram.
-    let bounds = token_bounds(hyp);
-    let hyp_len = bounds.len();
-    let mut correct = vec![0u64; max_order];
-    let mut total = vec![0u64; max_order];
-    for n in 1..=max_order.min(hyp_len) {
-        total[n - 1] = (hyp_len - n + 1) as u64;
-        for i in 0..=(hyp_len - n) {
-            if let Some(c) = ref_ngrams.get_mut(&hyp[bounds[i].0..bounds[i + n - 1].1]) {
-                if *c > 0 {
-                    *c -= 1;
-                    correct[n - 1] += 1;
-                }
-            }
-        }
-    }
-    out.push(hyp_len as u64);
-    out.push(closest_ref_len(hyp_len, &ref_lens) as u64);
-    out.extend(correct);
-    out.extend(total);
-}
-
 /// Checks that all reference streams have `n` segments.
-pub(crate) fn check_streams<S: AsRef<str>>(refs: &[Vec<S>]) -> Result<usize, BleuError> {
+pub(crate) fn check_streams<S: AsRef<str> + Sync>(refs: &[Vec<S>]) -> Result<usize, BleuError> {
     let n = refs.first().ok_or(BleuError::NoReferences)?.len();
     for (stream, r) in refs.iter().enumerate() {
         if r.len() != n {
@@ -408,10 +462,14 @@ pub struct Bleu {
 
 impl Bleu {
     /// Caches the references: `refs[stream][segment]`, one stream per reference set.
-    pub fn new<S: AsRef<str>>(config: BleuConfig, refs: &[Vec<S>]) -> Result<Self, BleuError> {
+    pub fn new<S: AsRef<str> + Sync>(
+        config: BleuConfig,
+        refs: &[Vec<S>],
+    ) -> Result<Self, BleuError> {
         config.validate()?;
         let n = check_streams(refs)?;
         let segs = (0..n)
+            .into_par_iter()
             .map(|i| {
                 refs.iter()
                     .map(|stream| config.preprocess(stream[i].as_ref()))
@@ -441,13 +499,16 @@ impl Bleu {
     }
 
     /// Scores a corpus.
-    pub fn corpus_score<S: AsRef<str>>(&self, hyps: &[S]) -> Result<BleuScore, BleuError> {
+    pub fn corpus_score<S: AsRef<str> + Sync>(&self, hyps: &[S]) -> Result<BleuScore, BleuError> {
         let stats = self.segment_stats(hyps)?;
         Ok(self.score_from_sums(&stats.sum()))
     }
 
     /// Scores each segment on its own (sentence BLEU with this configuration).
-    pub fn sentence_scores<S: AsRef<str>>(&self, hyps: &[S]) -> Result<Vec<BleuScore>, BleuError> {
+    pub fn sentence_scores<S: AsRef<str> + Sync>(
+        &self,
+        hyps: &[S],
+    ) -> Result<Vec<BleuScore>, BleuError> {
         let stats = self.segment_stats(hyps)?;
         Ok(stats.rows().map(|r| self.score_from_sums(r)).collect())
     }
@@ -471,7 +532,7 @@ impl StatsMetric for Bleu {
         "BLEU".to_string()
     }
 
-    fn segment_stats<S: AsRef<str>>(&self, hyps: &[S]) -> Result<SegmentStats, BleuError> {
+    fn segment_stats<S: AsRef<str> + Sync>(&self, hyps: &[S]) -> Result<SegmentStats, BleuError> {
         if hyps.len() != self.refs.len() {
             return Err(BleuError::SegmentMismatch {
                 hyps: hyps.len(),
@@ -480,11 +541,15 @@ impl StatsMetric for Bleu {
             });
         }
         let n = self.config.max_ngram_order;
-        let mut values = Vec::with_capacity(hyps.len() * (2 + 2 * n));
-        for (hyp, refs) in hyps.iter().zip(&self.refs) {
-            let hyp = self.config.preprocess(hyp.as_ref());
-            segment_stats(&hyp, refs, n, &mut values);
-        }
+        let hyps: Vec<String> = hyps
+            .par_iter()
+            .map(|h| self.config.preprocess(h.as_ref()))
+            .collect();
+        let values = if n <= PACKED_MAX_ORDER {
+            corpus_stats(&hyps, &self.refs, n, packed_key)
+        } else {
+            corpus_stats(&hyps, &self.refs, n, <[u32]>::to_vec)
+        };
         Ok(SegmentStats::new(2 + 2 * n, values))
     }
 
@@ -500,7 +565,7 @@ impl StatsMetric for Bleu {
 }
 
 /// Corpus BLEU of `hyps` against `refs[stream][segment]`.
-pub fn corpus_bleu<S: AsRef<str>, R: AsRef<str>>(
+pub fn corpus_bleu<S: AsRef<str> + Sync, R: AsRef<str> + Sync>(
     hyps: &[S],
     refs: &[Vec<R>],
     config: &BleuConfig,
@@ -518,7 +583,7 @@ pub fn corpus_bleu<S: AsRef<str>, R: AsRef<str>>(
 
 /// Sentence BLEU of one hypothesis against its references. Use
 /// [`BleuConfig::sentence`] for sacreBLEU's `sentence_bleu` defaults.
-pub fn sentence_bleu<R: AsRef<str>>(
+pub fn sentence_bleu<R: AsRef<str> + Sync>(
     hyp: &str,
     refs: &[R],
     config: &BleuConfig,
@@ -529,7 +594,7 @@ pub fn sentence_bleu<R: AsRef<str>>(
 
 /// sacreBLEU's heuristic for forgotten detokenization: at least 100
 /// hypotheses ending in `" ."`.
-pub fn looks_tokenized<S: AsRef<str>>(hyps: &[S]) -> bool {
+pub fn looks_tokenized<S: AsRef<str> + Sync>(hyps: &[S]) -> bool {
     hyps.iter().filter(|h| h.as_ref().ends_with(" .")).count() >= 100
 }
 

@@ -6,6 +6,7 @@
 
 use std::hash::Hash;
 
+use rayon::prelude::*;
 use rustc_hash::FxHashMap;
 use serde::Serialize;
 
@@ -177,10 +178,12 @@ fn ngram_count(len: usize, n: usize) -> u64 {
 /// hypothesis n-gram uses up one copy if any is left.
 fn count_matches<K: Hash + Eq>(
     reference: impl Iterator<Item = (usize, K)>,
+    n_reference: usize,
     hypothesis: impl Iterator<Item = (usize, K)>,
     matched: &mut [u64],
 ) {
     let mut counts: FxHashMap<K, u32> = FxHashMap::default();
+    counts.reserve(n_reference);
     for (_, key) in reference {
         *counts.entry(key).or_insert(0) += 1;
     }
@@ -232,22 +235,31 @@ fn word_ngrams<'a>(
 fn match_stats(hyp: &Units, reference: &Units, cfg: &ChrfConfig) -> Vec<u64> {
     let order = cfg.order();
     let mut matched = vec![0u64; order];
+    let n_char_ngrams = (1..=cfg.char_order)
+        .map(|n| ngram_count(reference.chars.len(), n) as usize)
+        .sum();
     if cfg.char_order > PACKED_MAX_ORDER {
         count_matches(
             text_char_ngrams(reference, cfg.char_order),
+            n_char_ngrams,
             text_char_ngrams(hyp, cfg.char_order),
             &mut matched,
         );
     } else {
         count_matches(
             packed_char_ngrams(&reference.chars, cfg.char_order),
+            n_char_ngrams,
             packed_char_ngrams(&hyp.chars, cfg.char_order),
             &mut matched,
         );
     }
     if cfg.word_order > 0 {
+        let n_word_ngrams = (1..=cfg.word_order)
+            .map(|n| ngram_count(reference.words.len(), n) as usize)
+            .sum();
         count_matches(
             word_ngrams(&reference.words, cfg.char_order, cfg.word_order),
+            n_word_ngrams,
             word_ngrams(&hyp.words, cfg.char_order, cfg.word_order),
             &mut matched,
         );
@@ -339,7 +351,10 @@ pub struct Chrf {
 
 impl Chrf {
     /// Caches the references: `refs[stream][segment]`.
-    pub fn new<S: AsRef<str>>(config: ChrfConfig, refs: &[Vec<S>]) -> Result<Self, BleuError> {
+    pub fn new<S: AsRef<str> + Sync>(
+        config: ChrfConfig,
+        refs: &[Vec<S>],
+    ) -> Result<Self, BleuError> {
         if config.char_order + config.word_order == 0 {
             return Err(BleuError::InvalidConfig(
                 "chrF needs a character or word order of at least 1".into(),
@@ -347,6 +362,7 @@ impl Chrf {
         }
         let n = check_streams(refs)?;
         let segs = (0..n)
+            .into_par_iter()
             .map(|i| {
                 refs.iter()
                     .map(|stream| {
@@ -370,13 +386,16 @@ impl Chrf {
     }
 
     /// Scores a corpus.
-    pub fn corpus_score<S: AsRef<str>>(&self, hyps: &[S]) -> Result<ChrfScore, BleuError> {
+    pub fn corpus_score<S: AsRef<str> + Sync>(&self, hyps: &[S]) -> Result<ChrfScore, BleuError> {
         let stats = self.segment_stats(hyps)?;
         Ok(self.score_from_sums(&stats.sum()))
     }
 
     /// Scores each segment on its own.
-    pub fn sentence_scores<S: AsRef<str>>(&self, hyps: &[S]) -> Result<Vec<ChrfScore>, BleuError> {
+    pub fn sentence_scores<S: AsRef<str> + Sync>(
+        &self,
+        hyps: &[S],
+    ) -> Result<Vec<ChrfScore>, BleuError> {
         let stats = self.segment_stats(hyps)?;
         Ok(stats.rows().map(|r| self.score_from_sums(r)).collect())
     }
@@ -398,7 +417,7 @@ impl StatsMetric for Chrf {
         self.config.name()
     }
 
-    fn segment_stats<S: AsRef<str>>(&self, hyps: &[S]) -> Result<SegmentStats, BleuError> {
+    fn segment_stats<S: AsRef<str> + Sync>(&self, hyps: &[S]) -> Result<SegmentStats, BleuError> {
         if hyps.len() != self.refs.len() {
             return Err(BleuError::SegmentMismatch {
                 hyps: hyps.len(),
@@ -408,23 +427,26 @@ impl StatsMetric for Chrf {
         }
         let cfg = &self.config;
         let order = cfg.order();
-        let mut values = Vec::with_capacity(hyps.len() * 3 * order);
-        for (hyp, refs) in hyps.iter().zip(&self.refs) {
-            let text = cfg.preprocess(hyp.as_ref());
-            let compacted = compact(&text);
-            let hyp_units = Units::new(&text, &compacted, cfg);
-            let mut best: Option<(f64, Vec<u64>)> = None;
-            for (ref_text, ref_compact) in refs {
-                let ref_units = Units::new(ref_text, ref_compact, cfg);
-                let stats = match_stats(&hyp_units, &ref_units, cfg);
-                let f = compute_f_score(&stats, cfg.beta, cfg.eps_smoothing);
-                if best.as_ref().map_or(true, |(bf, _)| f > *bf) {
-                    best = Some((f, stats));
+        let rows: Vec<Vec<u64>> = hyps
+            .par_iter()
+            .zip(self.refs.par_iter())
+            .map(|(hyp, refs)| {
+                let text = cfg.preprocess(hyp.as_ref());
+                let compacted = compact(&text);
+                let hyp_units = Units::new(&text, &compacted, cfg);
+                let mut best: Option<(f64, Vec<u64>)> = None;
+                for (ref_text, ref_compact) in refs {
+                    let ref_units = Units::new(ref_text, ref_compact, cfg);
+                    let stats = match_stats(&hyp_units, &ref_units, cfg);
+                    let f = compute_f_score(&stats, cfg.beta, cfg.eps_smoothing);
+                    if best.as_ref().map_or(true, |(bf, _)| f > *bf) {
+                        best = Some((f, stats));
+                    }
                 }
-            }
-            values.extend(best.map_or_else(|| vec![0; 3 * order], |(_, s)| s));
-        }
-        Ok(SegmentStats::new(3 * order, values))
+                best.map_or_else(|| vec![0; 3 * order], |(_, s)| s)
+            })
+            .collect();
+        Ok(SegmentStats::new(3 * order, rows.concat()))
     }
 
     fn score(&self, sums: &[u64]) -> f64 {
@@ -444,7 +466,7 @@ impl StatsMetric for Chrf {
 }
 
 /// Corpus chrF of `hyps` against `refs[stream][segment]`.
-pub fn corpus_chrf<S: AsRef<str>, R: AsRef<str>>(
+pub fn corpus_chrf<S: AsRef<str> + Sync, R: AsRef<str> + Sync>(
     hyps: &[S],
     refs: &[Vec<R>],
     config: &ChrfConfig,
@@ -453,7 +475,7 @@ pub fn corpus_chrf<S: AsRef<str>, R: AsRef<str>>(
 }
 
 /// Sentence chrF of one hypothesis against its references.
-pub fn sentence_chrf<R: AsRef<str>>(
+pub fn sentence_chrf<R: AsRef<str> + Sync>(
     hyp: &str,
     refs: &[R],
     config: &ChrfConfig,

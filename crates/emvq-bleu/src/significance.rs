@@ -87,7 +87,7 @@ pub trait StatsMetric {
     /// The score's name, e.g. `BLEU` or `chrF2++`.
     fn name(&self) -> String;
     /// Per-segment statistics of a system's hypotheses.
-    fn segment_stats<S: AsRef<str>>(&self, hyps: &[S]) -> Result<SegmentStats, BleuError>;
+    fn segment_stats<S: AsRef<str> + Sync>(&self, hyps: &[S]) -> Result<SegmentStats, BleuError>;
     /// The score of summed statistics.
     fn score(&self, sums: &[u64]) -> f64;
     /// The metric's signature.
@@ -333,7 +333,10 @@ mod tests {
         fn name(&self) -> String {
             "mean".into()
         }
-        fn segment_stats<S: AsRef<str>>(&self, hyps: &[S]) -> Result<SegmentStats, BleuError> {
+        fn segment_stats<S: AsRef<str> + Sync>(
+            &self,
+            hyps: &[S],
+        ) -> Result<SegmentStats, BleuError> {
             let v = hyps.iter().map(|h| h.as_ref().len() as u64).collect();
             Ok(SegmentStats::new(1, v))
         }

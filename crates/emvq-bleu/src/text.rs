@@ -41,12 +41,44 @@ pub fn py_split(s: &str) -> impl Iterator<Item = &str> {
 
 /// `' '.join(s.split())` in Python.
 pub fn py_normalize_space(s: &str) -> String {
+    let bytes = s.as_bytes();
     let mut out = String::with_capacity(s.len());
-    for tok in py_split(s) {
+    let mut token_start: Option<usize> = None;
+    let mut i = 0;
+    while i < bytes.len() {
+        let b = bytes[i];
+        let (is_space, width) = if b < 0x80 {
+            (matches!(b, b'\t'..=b'\r' | 0x1c..=b' '), 1)
+        } else {
+            // A lead byte; only U+0085, U+00A0, U+1680, U+2000..U+205F and
+            // U+3000 are non-ASCII whitespace, led by 0xC2, 0xE1, 0xE2, 0xE3.
+            let width = match b {
+                0xF0.. => 4,
+                0xE0.. => 3,
+                _ => 2,
+            };
+            let space = matches!(b, 0xC2 | 0xE1 | 0xE2 | 0xE3)
+                && s[i..].chars().next().is_some_and(py_is_space);
+            (space, width)
+        };
+        match (is_space, token_start) {
+            (true, Some(start)) => {
+                if !out.is_empty() {
+                    out.push(' ');
+                }
+                out.push_str(&s[start..i]);
+                token_start = None;
+            }
+            (false, None) => token_start = Some(i),
+            _ => {}
+        }
+        i += width;
+    }
+    if let Some(start) = token_start {
         if !out.is_empty() {
             out.push(' ');
         }
-        out.push_str(tok);
+        out.push_str(&s[start..]);
     }
     out
 }
@@ -70,14 +102,28 @@ pub fn is_number(c: char) -> bool {
     }
 }
 
+/// The ASCII symbols (general category S); the other ASCII punctuation
+/// characters are in category P.
+fn is_ascii_symbol(c: char) -> bool {
+    matches!(c, '$' | '+' | '<' | '=' | '>' | '^' | '`' | '|' | '~')
+}
+
 /// `\p{P}` as the `regex` module sees it.
 pub fn is_punctuation(c: char) -> bool {
-    in_ranges(REGEX_P, c)
+    if c.is_ascii() {
+        c.is_ascii_punctuation() && !is_ascii_symbol(c)
+    } else {
+        in_ranges(REGEX_P, c)
+    }
 }
 
 /// `\p{S}` as the `regex` module sees it.
 pub fn is_symbol(c: char) -> bool {
-    in_ranges(REGEX_S, c)
+    if c.is_ascii() {
+        is_ascii_symbol(c)
+    } else {
+        in_ranges(REGEX_S, c)
+    }
 }
 
 fn is_case_ignorable(c: char) -> bool {
@@ -162,6 +208,13 @@ mod tests {
         }
         let toks: Vec<&str> = py_split(" a\u{1c}b\u{a0} c\t").collect();
         assert_eq!(toks, ["a", "b", "c"]);
+        let messy = " a\u{1c}b\u{a0} c\t\u{3000}d\u{2028}é\u{200b}f\u{85}€ ";
+        assert_eq!(
+            py_normalize_space(messy),
+            py_split(messy).collect::<Vec<_>>().join(" ")
+        );
+        assert_eq!(py_normalize_space(messy), "a b c d é\u{200b}f €");
+        assert_eq!(py_normalize_space(" \t "), "");
         assert_eq!(py_rstrip("x \u{3000}\r"), "x");
         assert_eq!(py_strip("\u{2028} y "), "y");
     }
@@ -176,6 +229,24 @@ mod tests {
         assert_eq!(py_lower("AΣ'"), "aς'");
         assert_eq!(py_lower("AΣ'B"), "aσ'b");
         assert_eq!(py_lower("ÄÖÜ ẞ"), "äöü ß");
+    }
+
+    #[test]
+    fn ascii_fast_paths_agree_with_tables() {
+        for b in 0u8..128 {
+            let c = b as char;
+            assert_eq!(is_punctuation(c), in_ranges(REGEX_P, c), "{c:?}");
+            assert_eq!(is_symbol(c), in_ranges(REGEX_S, c), "{c:?}");
+            assert_eq!(is_number(c), in_ranges(REGEX_N, c), "{c:?}");
+            assert_eq!(py_is_space(c), PY_WHITESPACE.contains(&(b as u32)), "{c:?}");
+            let mut lower = String::new();
+            push_lower(c, &mut lower);
+            let table = PY_LOWER
+                .iter()
+                .find(|&&(from, _)| from == b as u32)
+                .map_or(c, |&(_, to)| char::from_u32(to).unwrap());
+            assert_eq!(lower, table.to_string(), "{c:?}");
+        }
     }
 
     #[test]

@@ -71,17 +71,18 @@ impl FromStr for Tokenizer {
 
 /// Applies a rewrite of adjacent character pairs the way Python's `re.sub`
 /// applies a two-character pattern: scanning left to right, a pair that
-/// matches is rewritten and skipped as a whole (matches do not overlap).
+/// matches is replaced by `emit(a, b)` and skipped as a whole (matches do not
+/// overlap).
 fn rewrite_pairs<T: Copy>(
     chars: &[T],
     matches: impl Fn(T, T) -> bool,
-    emit: impl Fn(T, T, &mut Vec<T>),
+    emit: impl Fn(T, T) -> [T; 4],
 ) -> Vec<T> {
     let mut out = Vec::with_capacity(chars.len() + chars.len() / 2);
     let mut i = 0;
     while i < chars.len() {
         if i + 1 < chars.len() && matches(chars[i], chars[i + 1]) {
-            emit(chars[i], chars[i + 1], &mut out);
+            out.extend_from_slice(&emit(chars[i], chars[i + 1]));
             i += 2;
         } else {
             out.push(chars[i]);
@@ -96,7 +97,7 @@ fn pad_chars<T: Copy>(chars: &[T], space: T, pred: impl Fn(T) -> bool) -> Vec<T>
     let mut out = Vec::with_capacity(chars.len() + chars.len() / 2);
     for &c in chars {
         if pred(c) {
-            out.extend([space, c, space]);
+            out.extend_from_slice(&[space, c, space]);
         } else {
             out.push(c);
         }
@@ -119,25 +120,18 @@ fn is_13a_separate(c: u8) -> bool {
 fn post_tokenize_13a(line: &str) -> String {
     let digit = |c: u8| c.is_ascii_digit();
     let dot_comma = |c: u8| c == b'.' || c == b',';
-    let bytes = pad_chars(line.as_bytes(), b' ', is_13a_separate);
-    // Period and comma unless preceded by a digit.
-    let bytes = rewrite_pairs(
-        &bytes,
-        |a, b| !digit(a) && dot_comma(b),
-        |a, b, out| out.extend([a, b' ', b, b' ']),
-    );
-    // Period and comma unless followed by a digit.
-    let bytes = rewrite_pairs(
-        &bytes,
-        |a, b| dot_comma(a) && !digit(b),
-        |a, b, out| out.extend([b' ', a, b' ', b]),
-    );
+    let mut bytes = pad_chars(line.as_bytes(), b' ', is_13a_separate);
+    if bytes.iter().any(|&b| dot_comma(b)) {
+        bytes = rewrite_pairs_dot_comma(&bytes);
+    }
     // Dash preceded by a digit.
-    let bytes = rewrite_pairs(
-        &bytes,
-        |a, b| digit(a) && b == b'-',
-        |a, b, out| out.extend([a, b' ', b, b' ']),
-    );
+    if bytes.contains(&b'-') {
+        bytes = rewrite_pairs(
+            &bytes,
+            |a, b| digit(a) && b == b'-',
+            |a, b| [a, b' ', b, b' '],
+        );
+    }
     match String::from_utf8(bytes) {
         Ok(s) => py_normalize_space(&s),
         // Unreachable: spaces are only inserted between characters.
@@ -145,11 +139,32 @@ fn post_tokenize_13a(line: &str) -> String {
     }
 }
 
+/// mteval's period and comma rules (passes 2 and 3 of [`post_tokenize_13a`]).
+fn rewrite_pairs_dot_comma(bytes: &[u8]) -> Vec<u8> {
+    let digit = |c: u8| c.is_ascii_digit();
+    let dot_comma = |c: u8| c == b'.' || c == b',';
+    // Period and comma unless preceded by a digit.
+    let bytes = rewrite_pairs(
+        bytes,
+        |a, b| !digit(a) && dot_comma(b),
+        |a, b| [a, b' ', b, b' '],
+    );
+    // Period and comma unless followed by a digit.
+    rewrite_pairs(
+        &bytes,
+        |a, b| dot_comma(a) && !digit(b),
+        |a, b| [b' ', a, b' ', b],
+    )
+}
+
 fn tokenize_13a(line: &str) -> String {
-    let mut line = line
-        .replace("<skipped>", "")
-        .replace("-\n", "")
-        .replace('\n', " ");
+    let mut line = line.to_string();
+    if line.contains("<skipped>") {
+        line = line.replace("<skipped>", "");
+    }
+    if line.contains('\n') {
+        line = line.replace("-\n", "").replace('\n', " ");
+    }
     if line.contains('&') {
         line = line
             .replace("&quot;", "\"")
@@ -166,13 +181,13 @@ fn tokenize_intl(line: &str) -> String {
     let chars = rewrite_pairs(
         &chars,
         |a, b| !is_number(a) && is_punctuation(b),
-        |a, b, out| out.extend([a, ' ', b, ' ']),
+        |a, b| [a, ' ', b, ' '],
     );
     // Punctuation followed by a non-number.
     let chars = rewrite_pairs(
         &chars,
         |a, b| is_punctuation(a) && !is_number(b),
-        |a, b, out| out.extend([' ', a, ' ', b]),
+        |a, b| [' ', a, ' ', b],
     );
     let chars = pad_chars(&chars, ' ', is_symbol);
     py_normalize_space(&chars.into_iter().collect::<String>())
