@@ -610,3 +610,45 @@ fn codes_dead_over_an_evaluation_set_are_reseeded_and_then_used() {
     let wrong = Tensor::zeros([2, 15], (Kind::Bool, Device::Cpu));
     assert!(b.reseed_codes(&batches[0], &wrong).is_err());
 }
+
+#[test]
+fn semhash_training_mixes_hard_and_relaxed_bits_per_vector() {
+    // Same weights (same seed), no noise: discrete_mix = 1 gives the hard
+    // bits everywhere, 0 the relaxed ones; 0.5 must pick one of the two for
+    // each vector, the hard one for about half of them.
+    let make = |mix: f64| {
+        seed_all(17);
+        let vs = VarStore::new(Device::Cpu);
+        let config = BottleneckConfig {
+            noise_dev: 0.0,
+            discrete_mix: mix,
+            ..cfg(BottleneckKind::Semhash, 8, 1)
+        };
+        let b = Bottleneck::new(&vs.root(), 16, &config).unwrap();
+        (vs, b)
+    };
+    let (_a, hard) = make(1.0);
+    let (_b, relaxed) = make(0.0);
+    let (_c, mixed) = make(0.5);
+    seed_all(18);
+    let n = 2000;
+    let x = randn(&[n, 16]) * 0.5;
+    let h = hard.forward(&x, true).unwrap().quantized;
+    assert!(h.equal(&hard.forward(&x, false).unwrap().quantized));
+    let r = relaxed.forward(&x, true).unwrap().quantized;
+    let m = mixed.forward(&x, true).unwrap().quantized;
+    let rows_equal = |a: &Tensor, b: &Tensor| a.eq_tensor(b).all_dims(-1, false);
+    let is_hard = rows_equal(&m, &h);
+    let is_relaxed = rows_equal(&m, &r);
+    assert!(bool::try_from(is_hard.logical_or(&is_relaxed).all()).unwrap());
+    assert!(
+        !bool::try_from(rows_equal(&h, &r).any()).unwrap(),
+        "unsaturated inputs"
+    );
+    // Binomial(2000, ½): standard error 0.0112; 5 standard errors.
+    let fraction = f64::try_from(is_hard.to_kind(Kind::Float).mean(Kind::Float)).unwrap();
+    assert!(
+        (fraction - 0.5).abs() < 5.0 * (0.25 / n as f64).sqrt(),
+        "{fraction}"
+    );
+}
