@@ -120,6 +120,18 @@ fn main() -> Result<()> {
     let (rust_chrf, chrf) = best_of(reps, || {
         Ok(Chrf::new(ChrfConfig::default(), &streams)?.corpus_score(&hyps)?)
     })?;
+    // The same on one thread, to show what the parallel counting adds.
+    let single = rayon::ThreadPoolBuilder::new().num_threads(1).build()?;
+    let (rust_bleu_1t, _) = single.install(|| {
+        best_of(reps, || {
+            Ok(Bleu::new(BleuConfig::default(), &streams)?.corpus_score(&hyps)?)
+        })
+    })?;
+    let (rust_chrf_1t, _) = single.install(|| {
+        best_of(reps, || {
+            Ok(Chrf::new(ChrfConfig::default(), &streams)?.corpus_score(&hyps)?)
+        })
+    })?;
     let metric = Bleu::new(BleuConfig::default(), &streams)?;
     let stats = metric.segment_stats(&hyps)?;
     let (rust_bs, _) = best_of(reps, || {
@@ -200,9 +212,20 @@ fn main() -> Result<()> {
             theirs / ours
         )
     };
-    row("BLEU scoring (in process)", rust_bleu, py_bleu);
-    row("chrF scoring (in process)", rust_chrf, py_chrf);
-    row("BLEU read+score / whole process", rust_whole, py_whole);
+    let threads = rayon::current_num_threads();
+    row(
+        &format!("BLEU scoring ({threads} threads)"),
+        rust_bleu,
+        py_bleu,
+    );
+    row("BLEU scoring (1 thread)", rust_bleu_1t, py_bleu);
+    row(
+        &format!("chrF scoring ({threads} threads)"),
+        rust_chrf,
+        py_chrf,
+    );
+    row("chrF scoring (1 thread)", rust_chrf_1t, py_chrf);
+    row("BLEU read+score vs whole process", rust_whole, py_whole);
     println!(
         "{:<34} {:>10.2}ms",
         "BLEU 1000 bootstrap resamples",

@@ -41,46 +41,73 @@ pub fn py_split(s: &str) -> impl Iterator<Item = &str> {
 
 /// `' '.join(s.split())` in Python.
 pub fn py_normalize_space(s: &str) -> String {
-    let bytes = s.as_bytes();
-    let mut out = String::with_capacity(s.len());
-    let mut token_start: Option<usize> = None;
-    let mut i = 0;
-    while i < bytes.len() {
-        let b = bytes[i];
-        let (is_space, width) = if b < 0x80 {
-            (matches!(b, b'\t'..=b'\r' | 0x1c..=b' '), 1)
-        } else {
-            // A lead byte; only U+0085, U+00A0, U+1680, U+2000..U+205F and
-            // U+3000 are non-ASCII whitespace, led by 0xC2, 0xE1, 0xE2, 0xE3.
-            let width = match b {
-                0xF0.. => 4,
-                0xE0.. => 3,
-                _ => 2,
-            };
-            let space = matches!(b, 0xC2 | 0xE1 | 0xE2 | 0xE3)
-                && s[i..].chars().next().is_some_and(py_is_space);
-            (space, width)
-        };
-        match (is_space, token_start) {
-            (true, Some(start)) => {
-                if !out.is_empty() {
-                    out.push(' ');
-                }
-                out.push_str(&s[start..i]);
-                token_start = None;
+    let collapsed = collapse_space(s.as_bytes().to_vec());
+    // Only whole characters are removed and ASCII spaces inserted: still UTF-8.
+    String::from_utf8(collapsed)
+        .unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned())
+}
+
+/// Whether the UTF-8 character starting at `bytes[i]` is Python whitespace,
+/// and its length in bytes.
+fn space_at(bytes: &[u8], i: usize) -> (bool, usize) {
+    let b = bytes[i];
+    match b {
+        0..=0x7F => (matches!(b, b'\t'..=b'\r' | 0x1c..=b' '), 1),
+        // U+0085 and U+00A0.
+        0xC2 => (matches!(bytes.get(i + 1), Some(0x85 | 0xA0)), 2),
+        0xC0..=0xDF => (false, 2),
+        // U+1680, U+2000..U+205F and U+3000 start with these.
+        0xE1..=0xE3 => {
+            let cp = bytes.get(i..i + 3).map_or(0, |t| {
+                ((t[0] as u32 & 0x0F) << 12) | ((t[1] as u32 & 0x3F) << 6) | (t[2] as u32 & 0x3F)
+            });
+            (char::from_u32(cp).is_some_and(py_is_space), 3)
+        }
+        0xE0..=0xEF => (false, 3),
+        0xF0.. => (false, 4),
+        // Continuation bytes cannot start a character of valid UTF-8.
+        0x80..=0xBF => (false, 1),
+    }
+}
+
+/// `' '.join(text.split())` over UTF-8 bytes, in place: runs of Python
+/// whitespace become one ASCII space, leading and trailing ones vanish.
+pub(crate) fn collapse_space(mut bytes: Vec<u8>) -> Vec<u8> {
+    let (mut read, mut write) = (0, 0);
+    let mut pending_space = false;
+    while read < bytes.len() {
+        let b = bytes[read];
+        if b > b' ' && b < 0x80 {
+            // The common case: a printable ASCII byte.
+            if pending_space {
+                bytes[write] = b' ';
+                write += 1;
+                pending_space = false;
             }
-            (false, None) => token_start = Some(i),
-            _ => {}
+            bytes[write] = b;
+            write += 1;
+            read += 1;
+            continue;
         }
-        i += width;
-    }
-    if let Some(start) = token_start {
-        if !out.is_empty() {
-            out.push(' ');
+        let (space, width) = space_at(&bytes, read);
+        let width = width.min(bytes.len() - read);
+        if space {
+            pending_space = write > 0;
+        } else {
+            // Each separator written stands for at least one byte skipped, so
+            // `write` never overtakes `read`.
+            if pending_space {
+                bytes[write] = b' ';
+                write += 1;
+                pending_space = false;
+            }
+            bytes.copy_within(read..read + width, write);
+            write += width;
         }
-        out.push_str(&s[start..]);
+        read += width;
     }
-    out
+    bytes.truncate(write);
+    bytes
 }
 
 /// Python's `str.rstrip()`.
@@ -215,6 +242,24 @@ mod tests {
         );
         assert_eq!(py_normalize_space(messy), "a b c d é\u{200b}f €");
         assert_eq!(py_normalize_space(" \t "), "");
+        for &cp in PY_WHITESPACE {
+            let c = char::from_u32(cp).unwrap();
+            assert_eq!(
+                py_normalize_space(&format!("{c}a{c}{c}b{c}")),
+                "a b",
+                "U+{cp:04X}"
+            );
+        }
+        for cp in [
+            0x86, 0xA1, 0x1681, 0x200B, 0x2060, 0x3001, 0x1F600, 0x2FFF, 0xE000,
+        ] {
+            let c = char::from_u32(cp).unwrap();
+            assert_eq!(
+                py_normalize_space(&format!("a{c}b")),
+                format!("a{c}b"),
+                "U+{cp:04X}"
+            );
+        }
         assert_eq!(py_rstrip("x \u{3000}\r"), "x");
         assert_eq!(py_strip("\u{2028} y "), "y");
     }

@@ -6,7 +6,9 @@ use std::fmt;
 use std::str::FromStr;
 
 use crate::error::BleuError;
-use crate::text::{is_number, is_punctuation, is_symbol, py_normalize_space, py_strip};
+use crate::text::{
+    collapse_space, is_number, is_punctuation, is_symbol, py_normalize_space, py_strip,
+};
 
 /// A BLEU tokenizer.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
@@ -78,7 +80,7 @@ fn rewrite_pairs<T: Copy>(
     matches: impl Fn(T, T) -> bool,
     emit: impl Fn(T, T) -> [T; 4],
 ) -> Vec<T> {
-    let mut out = Vec::with_capacity(chars.len() + chars.len() / 2);
+    let mut out = Vec::with_capacity(2 * chars.len());
     let mut i = 0;
     while i < chars.len() {
         if i + 1 < chars.len() && matches(chars[i], chars[i + 1]) {
@@ -94,7 +96,7 @@ fn rewrite_pairs<T: Copy>(
 
 /// Surrounds every character for which `pred` holds with `space`.
 fn pad_chars<T: Copy>(chars: &[T], space: T, pred: impl Fn(T) -> bool) -> Vec<T> {
-    let mut out = Vec::with_capacity(chars.len() + chars.len() / 2);
+    let mut out = Vec::with_capacity(2 * chars.len());
     for &c in chars {
         if pred(c) {
             out.extend_from_slice(&[space, c, space]);
@@ -118,10 +120,13 @@ fn is_13a_separate(c: u8) -> bool {
 /// characters: a multi-byte character's bytes are all "other", a match never
 /// starts inside one, and spaces are only inserted at character boundaries.
 fn post_tokenize_13a(line: &str) -> String {
+    post_tokenize_13a_bytes(pad_chars(line.as_bytes(), b' ', is_13a_separate))
+}
+
+/// [`post_tokenize_13a`] after its first rule (the padding) is applied.
+fn post_tokenize_13a_bytes(mut bytes: Vec<u8>) -> String {
     let digit = |c: u8| c.is_ascii_digit();
-    let dot_comma = |c: u8| c == b'.' || c == b',';
-    let mut bytes = pad_chars(line.as_bytes(), b' ', is_13a_separate);
-    if bytes.iter().any(|&b| dot_comma(b)) {
+    if bytes.iter().any(|&b| b == b'.' || b == b',') {
         bytes = rewrite_pairs_dot_comma(&bytes);
     }
     // Dash preceded by a digit.
@@ -132,10 +137,10 @@ fn post_tokenize_13a(line: &str) -> String {
             |a, b| [a, b' ', b, b' '],
         );
     }
-    match String::from_utf8(bytes) {
-        Ok(s) => py_normalize_space(&s),
-        // Unreachable: spaces are only inserted between characters.
-        Err(e) => py_normalize_space(&String::from_utf8_lossy(e.as_bytes())),
+    // Spaces were only inserted between characters: still UTF-8.
+    match String::from_utf8(collapse_space(bytes)) {
+        Ok(s) => s,
+        Err(e) => String::from_utf8_lossy(e.as_bytes()).into_owned(),
     }
 }
 
@@ -158,21 +163,37 @@ fn rewrite_pairs_dot_comma(bytes: &[u8]) -> Vec<u8> {
 }
 
 fn tokenize_13a(line: &str) -> String {
-    let mut line = line.to_string();
+    let mut owned = None;
     if line.contains("<skipped>") {
-        line = line.replace("<skipped>", "");
+        owned = Some(line.replace("<skipped>", ""));
     }
-    if line.contains('\n') {
-        line = line.replace("-\n", "").replace('\n', " ");
+    if owned.as_deref().unwrap_or(line).contains('\n') {
+        let l = owned.as_deref().unwrap_or(line);
+        owned = Some(l.replace("-\n", "").replace('\n', " "));
     }
-    if line.contains('&') {
-        line = line
-            .replace("&quot;", "\"")
-            .replace("&amp;", "&")
-            .replace("&lt;", "<")
-            .replace("&gt;", ">");
+    if owned.as_deref().unwrap_or(line).contains('&') {
+        let l = owned.as_deref().unwrap_or(line);
+        owned = Some(
+            l.replace("&quot;", "\"")
+                .replace("&amp;", "&")
+                .replace("&lt;", "<")
+                .replace("&gt;", ">"),
+        );
     }
-    post_tokenize_13a(&format!(" {line} "))
+    let line = owned.as_deref().unwrap_or(line).as_bytes();
+    // The rules run on " {line} "; the padding rule turns each of those two
+    // spaces into three.
+    let mut padded = Vec::with_capacity(2 * line.len() + 6);
+    padded.extend_from_slice(b"   ");
+    for &c in line {
+        if is_13a_separate(c) {
+            padded.extend_from_slice(&[b' ', c, b' ']);
+        } else {
+            padded.push(c);
+        }
+    }
+    padded.extend_from_slice(b"   ");
+    post_tokenize_13a_bytes(padded)
 }
 
 fn tokenize_intl(line: &str) -> String {
