@@ -7,9 +7,12 @@
 //! cargo run --release -p emvq-bleu --example bench_bleu
 //! ```
 //!
-//! Environment: `EMVQ_SHARED_DATA` (shared data folder), `EMVQ_PYTOOLS`
-//! (folder holding sacreBLEU, default `<workspace>/.pytools`), `PYTHON`
-//! (interpreter, default `python3`), `BENCH_REPS` (timed repetitions, default 5).
+//! Each figure is the best of several runs, as wall-clock time and as
+//! process CPU time (all threads together; less disturbed by other load on
+//! the machine). Environment: `EMVQ_SHARED_DATA` (shared data folder),
+//! `EMVQ_PYTOOLS` (folder holding sacreBLEU, default `<workspace>/.pytools`),
+//! `PYTHON` (interpreter, default `python3`), `BENCH_REPS` (runs of each
+//! Python measurement, default 5; the Rust ones get four times as many).
 
 use std::path::PathBuf;
 use std::process::Command;
@@ -18,13 +21,12 @@ use std::time::Instant;
 use anyhow::{bail, Context, Result};
 use emvq_bleu::significance::{bootstrap_scores, DEFAULT_BS_SAMPLES, DEFAULT_SEED};
 use emvq_bleu::{Bleu, BleuConfig, Chrf, ChrfConfig, StatsMetric};
+use serde_json::Value;
 
 const PY_SCRIPT: &str = r#"
 import json, sys, time
-t_import = time.perf_counter()
 from sacrebleu.metrics import BLEU, CHRF
 import sacrebleu
-t_import = time.perf_counter() - t_import
 
 def read(path):
     import gzip
@@ -34,19 +36,20 @@ def read(path):
 
 hyps, refs = read(sys.argv[1]), read(sys.argv[2])
 reps = int(sys.argv[3])
-out = {'version': sacrebleu.__version__, 'import_s': t_import}
-for name, make in (('bleu', BLEU), ('chrf', CHRF)):
-    times = []
+out = {'version': sacrebleu.__version__}
+for name, make in (('bleu', lambda: BLEU(force=True)), ('chrf', CHRF)):
+    wall, cpu = [], []
     for _ in range(reps):
-        metric = make()  # a fresh object: no tokenizer cache from earlier repetitions
-        t = time.perf_counter()
+        metric = make()  # a fresh object: no tokenizer cache from earlier runs
+        t, c = time.perf_counter(), time.process_time()
         score = metric.corpus_score(hyps, [refs])
-        times.append(time.perf_counter() - t)
-    out[name] = {'score': score.score, 'best_s': min(times), 'first_s': times[0]}
+        wall.append(time.perf_counter() - t)
+        cpu.append(time.process_time() - c)
+    out[name] = {'score': score.score, 'wall': min(wall), 'cpu': min(cpu)}
 print(json.dumps(out))
 "#;
 
-/// The single run a user would make: import, read, score BLEU once.
+/// The single run a user would make: start Python, import, read, score BLEU once.
 const PY_WHOLE: &str = r#"
 import sys
 from sacrebleu.metrics import BLEU
@@ -55,24 +58,41 @@ def read(path):
     opener = gzip.open if path.endswith('.gz') else open
     with opener(path, 'rt', encoding='utf-8', newline='\n') as fh:
         return [line.rstrip() for line in fh]
-print(BLEU().corpus_score(read(sys.argv[1]), [read(sys.argv[2])]))
+print(BLEU(force=True).corpus_score(read(sys.argv[1]), [read(sys.argv[2])]))
 "#;
 
-fn shared_data() -> PathBuf {
-    std::env::var_os("EMVQ_SHARED_DATA")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| {
-            PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../../../shared/data"))
-        })
+/// Best wall-clock and CPU seconds of a measurement.
+#[derive(Clone, Copy)]
+struct Timing {
+    wall: f64,
+    cpu: f64,
 }
 
-fn best_of<T>(reps: usize, mut f: impl FnMut() -> Result<T>) -> Result<(f64, T)> {
-    let mut best = f64::INFINITY;
+/// CPU time of this process, all threads together.
+fn process_cpu_seconds() -> f64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: `ts` is a valid, writable timespec for the duration of the call.
+    let rc = unsafe { libc::clock_gettime(libc::CLOCK_PROCESS_CPUTIME_ID, &mut ts) };
+    if rc != 0 {
+        return f64::NAN;
+    }
+    ts.tv_sec as f64 + ts.tv_nsec as f64 * 1e-9
+}
+
+fn best_of<T>(reps: usize, mut f: impl FnMut() -> Result<T>) -> Result<(Timing, T)> {
+    let mut best = Timing {
+        wall: f64::INFINITY,
+        cpu: f64::INFINITY,
+    };
     let mut last = None;
     for _ in 0..reps {
-        let t = Instant::now();
+        let (t, c) = (Instant::now(), process_cpu_seconds());
         let v = f()?;
-        best = best.min(t.elapsed().as_secs_f64());
+        best.wall = best.wall.min(t.elapsed().as_secs_f64());
+        best.cpu = best.cpu.min(process_cpu_seconds() - c);
         last = Some(v);
     }
     match last {
@@ -81,23 +101,39 @@ fn best_of<T>(reps: usize, mut f: impl FnMut() -> Result<T>) -> Result<(f64, T)>
     }
 }
 
+fn shared_data() -> PathBuf {
+    std::env::var_os("EMVQ_SHARED_DATA").map_or_else(
+        || PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../../../shared/data")),
+        PathBuf::from,
+    )
+}
+
+fn timing(v: &Value) -> Timing {
+    Timing {
+        wall: v["wall"].as_f64().unwrap_or(f64::NAN),
+        cpu: v["cpu"].as_f64().unwrap_or(f64::NAN),
+    }
+}
+
 fn main() -> Result<()> {
     let reps: usize = std::env::var("BENCH_REPS")
         .ok()
         .and_then(|s| s.parse().ok())
         .unwrap_or(5);
+    let rust_reps = 4 * reps;
     let ref_path = shared_data().join("wmt14/newstest2014.de");
     let hyp_path = PathBuf::from(concat!(
         env!("CARGO_MANIFEST_DIR"),
         "/tests/fixtures/nt_hyp.txt.gz"
     ));
-    let pytools = std::env::var_os("EMVQ_PYTOOLS")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../../.pytools")));
+    let pytools = std::env::var_os("EMVQ_PYTOOLS").map_or_else(
+        || PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../../.pytools")),
+        PathBuf::from,
+    );
     let python = std::env::var("PYTHON").unwrap_or_else(|_| "python3".to_string());
 
     // Rust, end to end: read both files and score BLEU.
-    let (rust_whole, _) = best_of(reps, || {
+    let (rust_whole, _) = best_of(rust_reps, || {
         let refs = emvq_bleu::io::read_lines(&ref_path)?;
         let hyps = emvq_bleu::io::read_lines(&hyp_path)?;
         Ok(emvq_bleu::corpus_bleu(
@@ -106,35 +142,19 @@ fn main() -> Result<()> {
             &BleuConfig::default(),
         )?)
     })?;
-    let refs = emvq_bleu::io::read_lines(&ref_path)?;
+    let streams = [emvq_bleu::io::read_lines(&ref_path)?];
     let hyps = emvq_bleu::io::read_lines(&hyp_path)?;
-    println!(
-        "newstest2014: {} segments, hypotheses {}",
-        hyps.len(),
-        hyp_path.display()
-    );
-    let streams = [refs];
-    let (rust_bleu, bleu) = best_of(reps, || {
-        Ok(Bleu::new(BleuConfig::default(), &streams)?.corpus_score(&hyps)?)
-    })?;
-    let (rust_chrf, chrf) = best_of(reps, || {
-        Ok(Chrf::new(ChrfConfig::default(), &streams)?.corpus_score(&hyps)?)
-    })?;
+    let score_bleu = || Ok(Bleu::new(BleuConfig::default(), &streams)?.corpus_score(&hyps)?);
+    let score_chrf = || Ok(Chrf::new(ChrfConfig::default(), &streams)?.corpus_score(&hyps)?);
+    let (rust_bleu, bleu) = best_of(rust_reps, score_bleu)?;
+    let (rust_chrf, chrf) = best_of(rust_reps, score_chrf)?;
     // The same on one thread, to show what the parallel counting adds.
     let single = rayon::ThreadPoolBuilder::new().num_threads(1).build()?;
-    let (rust_bleu_1t, _) = single.install(|| {
-        best_of(reps, || {
-            Ok(Bleu::new(BleuConfig::default(), &streams)?.corpus_score(&hyps)?)
-        })
-    })?;
-    let (rust_chrf_1t, _) = single.install(|| {
-        best_of(reps, || {
-            Ok(Chrf::new(ChrfConfig::default(), &streams)?.corpus_score(&hyps)?)
-        })
-    })?;
+    let (rust_bleu_1t, _) = single.install(|| best_of(rust_reps, score_bleu))?;
+    let (rust_chrf_1t, _) = single.install(|| best_of(rust_reps, score_chrf))?;
     let metric = Bleu::new(BleuConfig::default(), &streams)?;
     let stats = metric.segment_stats(&hyps)?;
-    let (rust_bs, _) = best_of(reps, || {
+    let (rust_bs, _) = best_of(rust_reps, || {
         Ok(bootstrap_scores(
             &metric,
             &[&stats],
@@ -159,12 +179,8 @@ fn main() -> Result<()> {
             String::from_utf8_lossy(&out.stderr)
         );
     }
-    let py: serde_json::Value =
-        serde_json::from_slice(&out.stdout).context("sacreBLEU's output")?;
-    let py_bleu = py["bleu"]["best_s"].as_f64().unwrap_or(f64::NAN);
-    let py_chrf = py["chrf"]["best_s"].as_f64().unwrap_or(f64::NAN);
-    let py_bleu_score = py["bleu"]["score"].as_f64().unwrap_or(f64::NAN);
-    let py_chrf_score = py["chrf"]["score"].as_f64().unwrap_or(f64::NAN);
+    let py: Value = serde_json::from_slice(&out.stdout).context("sacreBLEU's output")?;
+    let (py_bleu, py_chrf) = (timing(&py["bleu"]), timing(&py["chrf"]));
 
     // sacreBLEU as a whole process: start, import, read, score once.
     let mut py_whole = f64::INFINITY;
@@ -185,51 +201,56 @@ fn main() -> Result<()> {
     }
 
     println!(
-        "sacreBLEU {} (Python), best of {reps} runs each",
+        "newstest2014: {} segments; hypotheses {}",
+        hyps.len(),
+        hyp_path.display()
+    );
+    println!(
+        "sacreBLEU {} (Python); best of {reps} runs (Python), {rust_reps} runs (Rust)",
         py["version"].as_str().unwrap_or("?")
     );
-    println!(
-        "BLEU  emvq-bleu {:.4} vs sacreBLEU {:.4} (difference {:.1e})",
-        bleu.score,
-        py_bleu_score,
-        (bleu.score - py_bleu_score).abs()
-    );
-    println!(
-        "chrF2 emvq-bleu {:.4} vs sacreBLEU {:.4} (difference {:.1e})",
-        chrf.score,
-        py_chrf_score,
-        (chrf.score - py_chrf_score).abs()
-    );
-    println!(
-        "{:<34} {:>12} {:>12} {:>9}",
-        "", "emvq-bleu", "sacreBLEU", "speed-up"
-    );
-    let row = |what: &str, ours: f64, theirs: f64| {
+    for (name, ours, theirs) in [
+        ("BLEU ", bleu.score, py["bleu"]["score"].as_f64()),
+        ("chrF2", chrf.score, py["chrf"]["score"].as_f64()),
+    ] {
+        let theirs = theirs.unwrap_or(f64::NAN);
         println!(
-            "{what:<34} {:>10.2}ms {:>10.2}ms {:>8.1}x",
-            ours * 1e3,
-            theirs * 1e3,
-            theirs / ours
+            "{name} emvq-bleu {ours:.6} sacreBLEU {theirs:.6} (difference {:.1e})",
+            (ours - theirs).abs()
+        );
+    }
+    println!(
+        "{:<30} {:>10} {:>10} {:>8}   {:>10} {:>10} {:>8}",
+        "", "wall", "sacreBLEU", "speed-up", "CPU", "sacreBLEU", "speed-up"
+    );
+    let ms = |s: f64| format!("{:.1}ms", s * 1e3);
+    let row = |what: &str, ours: Timing, theirs: Timing| {
+        println!(
+            "{what:<30} {:>10} {:>10} {:>7.1}x   {:>10} {:>10} {:>7.1}x",
+            ms(ours.wall),
+            ms(theirs.wall),
+            theirs.wall / ours.wall,
+            ms(ours.cpu),
+            ms(theirs.cpu),
+            theirs.cpu / ours.cpu
         )
     };
     let threads = rayon::current_num_threads();
-    row(
-        &format!("BLEU scoring ({threads} threads)"),
-        rust_bleu,
-        py_bleu,
-    );
-    row("BLEU scoring (1 thread)", rust_bleu_1t, py_bleu);
-    row(
-        &format!("chrF scoring ({threads} threads)"),
-        rust_chrf,
-        py_chrf,
-    );
-    row("chrF scoring (1 thread)", rust_chrf_1t, py_chrf);
-    row("BLEU read+score vs whole process", rust_whole, py_whole);
+    row(&format!("BLEU ({threads} threads)"), rust_bleu, py_bleu);
+    row("BLEU (1 thread)", rust_bleu_1t, py_bleu);
+    row(&format!("chrF ({threads} threads)"), rust_chrf, py_chrf);
+    row("chrF (1 thread)", rust_chrf_1t, py_chrf);
     println!(
-        "{:<34} {:>10.2}ms",
+        "{:<30} {:>10} {:>10} {:>7.1}x   (Rust: read + score; Python: start, import, read, score)",
+        "BLEU whole run",
+        ms(rust_whole.wall),
+        ms(py_whole),
+        py_whole / rust_whole.wall
+    );
+    println!(
+        "{:<30} {:>10}   (emvq-bleu only)",
         "BLEU 1000 bootstrap resamples",
-        rust_bs * 1e3
+        ms(rust_bs.wall)
     );
     Ok(())
 }
