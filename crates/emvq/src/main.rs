@@ -5,8 +5,11 @@
 //! translation, evaluation) add their subcommands here, each a thin layer
 //! over a library crate.
 
+mod eval;
 mod info;
 mod prepare;
+mod teacher;
+mod translate;
 
 use std::path::PathBuf;
 
@@ -45,6 +48,15 @@ enum Command {
         #[arg(long, default_value = "runs")]
         runs: PathBuf,
     },
+    /// Train the autoregressive Transformer teacher into
+    /// runs/teacher/<name>/ (checkpoints, metrics, final averaged model).
+    TrainTeacher(teacher::TrainArgs),
+    /// Translate raw text (stdin or a file, one sentence a line) with a
+    /// trained teacher; detokenised text out.
+    Translate(translate::TranslateArgs),
+    /// Score a teacher on a split (BLEU, chrF, signatures) and measure
+    /// batch-1 latency; results into the run's results.json.
+    Eval(eval::EvalArgs),
 }
 
 fn main() -> Result<()> {
@@ -57,5 +69,14 @@ fn main() -> Result<()> {
         }
         Command::Bleu(args) => emvq_bleu::run(&args),
         Command::PrepareData { config, runs } => prepare::run(&config, &runs).map(|_| ()),
+        Command::TrainTeacher(args) => teacher::train(&args).map(|_| ()),
+        Command::Translate(args) => {
+            emvq_tensor::logging::init_logging(None)?;
+            translate::run(&args)
+        }
+        Command::Eval(args) => {
+            emvq_tensor::logging::init_logging(None)?;
+            eval::run(&args).map(|_| ())
+        }
     }
 }
