@@ -270,6 +270,9 @@ mod tests {
         assert_eq!(py_lower("ΟΔΟΣ ΣΑ"), "οδος σα");
         assert_eq!(py_lower("Σ"), "σ");
         assert_eq!(py_lower("ΟΔΥΣΣΕΑΣ"), "οδυσσεας");
+        // U+0130 is cased although it lowercases to two characters.
+        assert_eq!(py_lower("ΑΣİ"), "ασi\u{307}");
+        assert_eq!(py_lower("İΣ"), "i\u{307}ς");
         assert!(py_lower("ΟΔΥΣΣΕΑΣ").ends_with('\u{3c2}'));
         assert_eq!(py_lower("AΣ'"), "aς'");
         assert_eq!(py_lower("AΣ'B"), "aσ'b");

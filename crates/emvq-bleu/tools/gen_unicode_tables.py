@@ -41,7 +41,11 @@ def is_surrogate(c):
 
 
 def probe_final_sigma(text, pos):
-    """Whether the capital sigma at `pos` of `text` lowercases to a final sigma."""
+    """Whether the capital sigma at `pos` of `text` lowercases to a final sigma.
+
+    `pos` indexes the lowercased text; -1 for a sigma at the end (what comes
+    before it may lowercase to several characters, as U+0130 does).
+    """
     return text.lower()[pos] == "\u03c2"
 
 
@@ -51,14 +55,14 @@ def case_ignorable(c):
     if is_surrogate(c):
         return False
     ch = chr(c)
-    return probe_final_sigma("A" + ch + SIGMA, 2) and probe_final_sigma("A" + SIGMA + ch, 1)
+    return probe_final_sigma("A" + ch + SIGMA, -1) and probe_final_sigma("A" + SIGMA + ch, 1)
 
 
 def cased(c):
     # For a char that is not Case_Ignorable: 'c Σ' gives final sigma iff c is Cased.
     if is_surrogate(c) or case_ignorable(c):
         return False
-    return probe_final_sigma(chr(c) + SIGMA, 1)
+    return probe_final_sigma(chr(c) + SIGMA, -1)
 
 
 def regex_class(name):
