@@ -23,6 +23,7 @@ import gzip
 import json
 import os
 import random
+import re
 import subprocess
 import sys
 
@@ -208,6 +209,31 @@ def fuzz_lines(rng, n):
     return lines
 
 
+MIX_ALPHABET = [
+    "a", "B", "7", " ", "  ", ".", ",", "-", "'", '"', "&quot;", "&amp;", "&lt;", "<skipped>",
+    "\t", "\u00a0", "\u3000", "\u2028", "\x1c", "\x85", "„", "“", "—", "€", "½", "٣", "Σ", "ΑΣ",
+    "İ", "ǅ", "ẞ", "\u0301", "\u200b", "中", "文", "。", "😀", "👍🏽", "\ufeff", "\U0010fffd",
+    "\ue000", "x\u0308", "1.000,5", "3-4", "(x)", "[y]", "ab.", "cd,", "é", "Ω", "σς", "ÄÖÜ", "Ǆ",
+    "ﬀ", "\u2163", "\u1e9e", "\U0001e900", "\U00010400", "\u10a0", "ß",
+]
+
+
+def mix_lines(rng, n):
+    """Reference/hypothesis pairs built from an alphabet of tricky pieces."""
+    def line():
+        return "".join(rng.choice(MIX_ALPHABET) for _ in range(rng.randrange(0, 30)))
+
+    refs, hyps = [], []
+    for _ in range(n):
+        ref = line()
+        toks = ref.split(" ")
+        if rng.random() < 0.3:
+            rng.shuffle(toks)
+        refs.append(ref)
+        hyps.append(" ".join(toks) if rng.random() < 0.7 else line())
+    return refs, hyps
+
+
 def make_fixtures():
     os.makedirs(FIXTURES, exist_ok=True)
     nt = read_lines(NT_REF)
@@ -239,6 +265,10 @@ def make_fixtures():
     fuzz_ref = fuzz_lines(rng, 300)
     write_lines("fuzz_ref.txt", fuzz_ref)
     write_lines("fuzz_hyp.txt", [perturb(line, rng, 0.8) for line in fuzz_ref])
+
+    mix_ref, mix_hyp = mix_lines(random.Random(5), 1500)
+    write_lines("mix_ref.txt.gz", mix_ref)
+    write_lines("mix_hyp.txt.gz", mix_hyp)
 
 
 # --------------------------------------------------------------------------
@@ -381,11 +411,13 @@ def main():
     m30k_refs3 = [M30K_REF, "m30k_ref2.txt.gz", "m30k_sys2.txt.gz"]
     edge, edge_refs = "edge_hyp.txt", ["edge_ref.txt"]
     fuzz, fuzz_refs = "fuzz_hyp.txt", ["fuzz_ref.txt"]
+    mix, mix_refs = "mix_hyp.txt.gz", ["mix_ref.txt.gz"]
 
     bleu = []
     for hyp, refs, tag in ((nt, [NT_REF], "nt"), (m30k, [M30K_REF], "m30k"),
                            (m30k, m30k_refs2, "m30k-2ref"), (m30k, m30k_refs3, "m30k-3ref"),
-                           (edge, edge_refs, "edge"), (fuzz, fuzz_refs, "fuzz")):
+                           (edge, edge_refs, "edge"), (fuzz, fuzz_refs, "fuzz"),
+                           (mix, mix_refs, "mix")):
         for tok in ("13a", "none", "intl", "char", "zh"):
             bleu.append(bleu_case(f"{tag}-{tok}", hyp, refs, tokenize=tok))
             bleu.append(bleu_case(f"{tag}-{tok}-lc", hyp, refs, tokenize=tok, lowercase=True))
@@ -399,7 +431,7 @@ def main():
     chrf = []
     for hyp, refs, tag in ((nt, [NT_REF], "nt"), (m30k, [M30K_REF], "m30k"),
                            (m30k, m30k_refs3, "m30k-3ref"), (edge, edge_refs, "edge"),
-                           (fuzz, fuzz_refs, "fuzz")):
+                           (fuzz, fuzz_refs, "fuzz"), (mix, mix_refs, "mix")):
         for wo in (0, 2):
             chrf.append(chrf_case(f"{tag}-w{wo}", hyp, refs, word_order=wo))
             chrf.append(chrf_case(f"{tag}-w{wo}-lc", hyp, refs, word_order=wo, lowercase=True))
@@ -423,6 +455,12 @@ def main():
         sentence_case("edge-sent-default", "bleu", edge, edge_refs, 1000, effective_order=True),
         sentence_case("edge-sent-char", "bleu", edge, edge_refs, 1000, tokenize="char",
                       effective_order=True),
+        sentence_case("mix-sent-char-lc", "bleu", mix, mix_refs, 600, tokenize="char",
+                      lowercase=True, effective_order=True),
+        sentence_case("mix-sent-13a-lc", "bleu", mix, mix_refs, 600, lowercase=True,
+                      effective_order=True),
+        sentence_case("mix-sent-chrfpp-lc", "chrf", mix, mix_refs, 600, word_order=2,
+                      lowercase=True),
         sentence_case("m30k-sent-chrf", "chrf", m30k, [M30K_REF], 400),
         sentence_case("m30k-sent-chrfpp", "chrf", m30k, m30k_refs2, 400, word_order=2),
         sentence_case("edge-sent-chrfpp", "chrf", edge, edge_refs, 1000, word_order=2),
@@ -452,9 +490,11 @@ def main():
         "paired": paired,
         "cli": cli,
     }
+    text = json.dumps(expected, indent=1, ensure_ascii=False)
+    # Lists of numbers on one line each keep the file small and readable.
+    text = re.sub(r"\[\n[-0-9.e,\s]*\]", lambda m: re.sub(r"\s+", "", m.group(0)), text)
     with open(os.path.join(FIXTURES, "expected.json"), "w", encoding="utf-8") as fh:
-        json.dump(expected, fh, indent=1, ensure_ascii=False)
-        fh.write("\n")
+        fh.write(text + "\n")
     total = sum(os.path.getsize(os.path.join(FIXTURES, f)) for f in os.listdir(FIXTURES))
     print(f"fixtures written: {total} bytes")
 
