@@ -18,7 +18,6 @@ use crate::significance::{
     bootstrap_scores, estimate_ci, paired_ar, paired_bs, PairedResult, SegmentStats, StatsMetric,
     DEFAULT_AR_TRIALS, DEFAULT_BS_SAMPLES,
 };
-use crate::tokenizers::Tokenizer;
 
 /// Arguments of `emvq bleu` (BLEU/chrF scoring equal to sacreBLEU 2.x).
 #[derive(Debug, Clone, Parser)]
@@ -238,17 +237,17 @@ fn read_stdin() -> Result<Vec<String>> {
     Ok(split_lines(&bytes, Path::new("<stdin>"))?)
 }
 
-fn build_metrics(args: &BleuArgs) -> Result<Vec<(bool, ChrfConfig, BleuConfig)>> {
-    let tokenizer: Tokenizer = args.tokenize.parse()?;
-    let mut bleu = BleuConfig {
-        tokenizer,
+/// The requested metrics with their references cached, BLEU before chrF as
+/// sacreBLEU sorts them.
+fn build_metrics(args: &BleuArgs, refs: &[Vec<String>]) -> Result<Vec<Metric>> {
+    let bleu = BleuConfig {
+        tokenizer: args.tokenize.parse()?,
         lowercase: args.lowercase,
         smoothing: Smoothing::from_name(&args.smooth_method, args.smooth_value)?,
+        // sacreBLEU turns effective order on for sentence-level BLEU.
+        effective_order: args.sentence_level,
         ..BleuConfig::default()
     };
-    if args.sentence_level {
-        bleu.effective_order = true;
-    }
     let chrf = ChrfConfig {
         char_order: args.chrf_char_order,
         word_order: args.chrf_word_order,
@@ -257,11 +256,14 @@ fn build_metrics(args: &BleuArgs) -> Result<Vec<(bool, ChrfConfig, BleuConfig)>>
         whitespace: args.chrf_whitespace,
         eps_smoothing: args.chrf_eps_smoothing,
     };
-    let mut names = args.metrics.clone();
-    names.sort();
-    names.dedup();
-    // sacreBLEU prints metrics sorted by name: BLEU before chrF.
-    Ok(names.iter().map(|n| (n == "bleu", chrf, bleu)).collect())
+    let mut metrics = Vec::new();
+    if args.metrics.iter().any(|m| m == "bleu") {
+        metrics.push(Metric::Bleu(Bleu::new(bleu, refs)?));
+    }
+    if args.metrics.iter().any(|m| m == "chrf") {
+        metrics.push(Metric::Chrf(Chrf::new(chrf, refs)?));
+    }
+    Ok(metrics)
 }
 
 fn print_aligned(lines: &[String]) {
@@ -303,9 +305,9 @@ pub fn run(args: &BleuArgs) -> Result<()> {
         }
     }
 
-    let specs = build_metrics(args)?;
+    let metrics = build_metrics(args, &refs)?;
     if args.sentence_level {
-        if systems.len() > 1 || specs.len() > 1 {
+        if systems.len() > 1 || metrics.len() > 1 {
             bail!("--sentence-level takes one system and one metric");
         }
         if paired || args.confidence {
@@ -317,15 +319,6 @@ pub fn run(args: &BleuArgs) -> Result<()> {
     }
     if args.confidence && systems.len() > 1 {
         bail!("--confidence is for a single system; use --paired-bs for several");
-    }
-
-    let mut metrics = Vec::new();
-    for (is_bleu, chrf, bleu) in specs {
-        metrics.push(if is_bleu {
-            Metric::Bleu(Bleu::new(bleu, &refs)?)
-        } else {
-            Metric::Chrf(Chrf::new(chrf, &refs)?)
-        });
     }
 
     let uses_bleu = metrics.iter().any(|m| matches!(m, Metric::Bleu(_)));
@@ -346,46 +339,63 @@ pub fn run(args: &BleuArgs) -> Result<()> {
         return paired_tests(args, &metrics, &systems, seed);
     }
 
+    let mut json_systems = Vec::new();
     for (name, hyps) in &systems {
-        let mut lines = Vec::new();
-        for metric in &metrics {
-            let stats = metric.stats(hyps)?;
-            let sums = stats.sum();
-            let mut signature = metric.signature();
-            let mut confidence = None;
-            if args.confidence {
-                let scores = metric.bootstrap(&[&stats], args.confidence_n.max(1), seed);
-                let ci = estimate_ci(&scores[0]);
-                confidence = Some((ci.mean, ci.ci));
-                signature = signature.with_test("bs", args.confidence_n.max(1), seed);
-            }
-            lines.push(Line {
-                name: metric.name(),
-                score: metric.score(&sums),
-                signature,
-                bleu: metric.bleu_score(&sums),
-                confidence,
-            });
-        }
-        if systems.len() > 1 && !args.json {
-            println!("System: {name}");
-        }
+        let lines = score_system(args, &metrics, hyps, seed)?;
         if args.json {
             let values: Vec<Value> = lines.iter().map(|l| l.json(args.width)).collect();
-            let out = if values.len() == 1 && systems.len() == 1 {
-                values.into_iter().next().unwrap_or(Value::Null)
-            } else if systems.len() == 1 {
-                Value::Array(values)
-            } else {
-                json!({ "system": name, "scores": values })
-            };
-            println!("{}", serde_json::to_string_pretty(&out)?);
+            json_systems.push(json!({ "system": name, "scores": values }));
+            if systems.len() == 1 {
+                // sacreBLEU's single-system JSON: one object, or a list of them.
+                let out = match <[Value; 1]>::try_from(values) {
+                    Ok([one]) => one,
+                    Err(values) => Value::Array(values),
+                };
+                println!("{}", serde_json::to_string_pretty(&out)?);
+            }
         } else {
+            if systems.len() > 1 {
+                println!("System: {name}");
+            }
             let texts: Vec<String> = lines.iter().map(|l| l.text(args.width)).collect();
             print_aligned(&texts);
         }
     }
+    if args.json && systems.len() > 1 {
+        println!("{}", serde_json::to_string_pretty(&json_systems)?);
+    }
     Ok(())
+}
+
+/// Corpus scores of one system with every metric (with a bootstrap CI when asked).
+fn score_system(
+    args: &BleuArgs,
+    metrics: &[Metric],
+    hyps: &[String],
+    seed: Option<u64>,
+) -> Result<Vec<Line>> {
+    let mut lines = Vec::new();
+    for metric in metrics {
+        let stats = metric.stats(hyps)?;
+        let sums = stats.sum();
+        let mut signature = metric.signature();
+        let mut confidence = None;
+        if args.confidence {
+            let n = args.confidence_n.max(1);
+            let scores = metric.bootstrap(&[&stats], n, seed);
+            let ci = estimate_ci(&scores[0]);
+            confidence = Some((ci.mean, ci.ci));
+            signature = signature.with_test("bs", n, seed);
+        }
+        lines.push(Line {
+            name: metric.name(),
+            score: metric.score(&sums),
+            signature,
+            bleu: metric.bleu_score(&sums),
+            confidence,
+        });
+    }
+    Ok(lines)
 }
 
 fn sentence_level(args: &BleuArgs, metric: &Metric, hyps: &[String]) -> Result<()> {

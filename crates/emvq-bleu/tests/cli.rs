@@ -280,6 +280,14 @@ fn sentence_level_confidence_and_json() {
     assert_eq!(arr[1]["name"], "chrF2++");
     assert_eq!(arr[1]["nw"], "2");
     assert_eq!(arr[1]["version"], emvq_bleu::SCORER_VERSION);
+
+    let out = run(&["-r", &refs, "-i", &hyp, "-i", &refs, "--json"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let json: Value = serde_json::from_str(&stdout(&out)).expect("one JSON document");
+    let systems = json.as_array().expect("a list of systems");
+    assert_eq!(systems.len(), 2);
+    assert_eq!(systems[1]["system"], refs.as_str());
+    assert_eq!(systems[1]["scores"][0]["score"], 100.0);
 }
 
 #[test]
