@@ -298,6 +298,7 @@ const PACKED_MAX_ORDER: usize = 4;
 
 /// Packs up to four token ids into one integer; every 32-bit slot holds the
 /// id plus one, so n-grams of different orders never share a key.
+#[inline]
 fn packed_key(gram: &[u32]) -> u128 {
     gram.iter()
         .fold(0u128, |k, &id| (k << 32) | (id as u128 + 1))
@@ -306,16 +307,16 @@ fn packed_key(gram: &[u32]) -> u128 {
 /// Reusable buffers for counting the n-grams of one segment after another.
 /// Tokens are mapped to small integers per segment (hypothesis and references
 /// share the mapping), so n-grams compare as integer keys.
-struct NgramCounter<'a, K> {
+struct NgramCounter<'a, K, F> {
     max_order: usize,
-    key: fn(&[u32]) -> K,
+    key: F,
     token_ids: FxHashMap<&'a str, u32>,
     ref_counts: FxHashMap<K, u32>,
     one_ref: FxHashMap<K, u32>,
 }
 
-impl<'a, K: Hash + Eq> NgramCounter<'a, K> {
-    fn new(max_order: usize, key: fn(&[u32]) -> K) -> Self {
+impl<'a, K: Hash + Eq, F: Fn(&[u32]) -> K> NgramCounter<'a, K, F> {
+    fn new(max_order: usize, key: F) -> Self {
         NgramCounter {
             max_order,
             key,
@@ -400,11 +401,11 @@ impl<'a, K: Hash + Eq> NgramCounter<'a, K> {
 
 /// Statistics of all segments, in segment order; chunks of segments are
 /// counted in parallel.
-fn corpus_stats<K: Hash + Eq>(
+fn corpus_stats<K: Hash + Eq, F: Fn(&[u32]) -> K + Copy + Sync>(
     hyps: &[String],
     refs: &[Vec<String>],
     max_order: usize,
-    key: fn(&[u32]) -> K,
+    key: F,
 ) -> Vec<u64> {
     const CHUNK: usize = 64;
     let chunks: Vec<Vec<u64>> = hyps

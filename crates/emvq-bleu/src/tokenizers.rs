@@ -109,8 +109,24 @@ fn pad_chars<T: Copy>(chars: &[T], space: T, pred: impl Fn(T) -> bool) -> Vec<T>
 
 /// The characters of mteval's first rule: ASCII punctuation other than
 /// `'`, `,`, `-` and `.`, plus the space itself.
-fn is_13a_separate(c: u8) -> bool {
+const fn is_13a_separate_slow(c: u8) -> bool {
     matches!(c, b'{'..=b'~' | b'['..=b'`' | b' '..=b'&' | b'('..=b'+' | b':'..=b'@' | b'/')
+}
+
+/// [`is_13a_separate_slow`] as a lookup table.
+static SEPARATE_13A: [bool; 256] = {
+    let mut table = [false; 256];
+    let mut c = 0;
+    while c < 256 {
+        table[c] = is_13a_separate_slow(c as u8);
+        c += 1;
+    }
+    table
+};
+
+#[inline]
+fn is_13a_separate(c: u8) -> bool {
+    SEPARATE_13A[c as usize]
 }
 
 /// The language-dependent regular expressions shared by `13a` and `zh`.
@@ -124,19 +140,15 @@ fn post_tokenize_13a(line: &str) -> String {
 }
 
 /// [`post_tokenize_13a`] after its first rule (the padding) is applied.
-fn post_tokenize_13a_bytes(mut bytes: Vec<u8>) -> String {
+fn post_tokenize_13a_bytes(bytes: Vec<u8>) -> String {
     let digit = |c: u8| c.is_ascii_digit();
-    if bytes.iter().any(|&b| b == b'.' || b == b',') {
-        bytes = rewrite_pairs_dot_comma(&bytes);
-    }
+    let dot_comma = |c: u8| c == b'.' || c == b',';
+    // Period and comma unless preceded by a digit.
+    let bytes = rewrite_at_markers(&bytes, dot_comma, Side::After, |x| !digit(x));
+    // Period and comma unless followed by a digit.
+    let bytes = rewrite_at_markers(&bytes, dot_comma, Side::Before, |y| !digit(y));
     // Dash preceded by a digit.
-    if bytes.contains(&b'-') {
-        bytes = rewrite_pairs(
-            &bytes,
-            |a, b| digit(a) && b == b'-',
-            |a, b| [a, b' ', b, b' '],
-        );
-    }
+    let bytes = rewrite_at_markers(&bytes, |c| c == b'-', Side::After, digit);
     // Spaces were only inserted between characters: still UTF-8.
     match String::from_utf8(collapse_space(bytes)) {
         Ok(s) => s,
@@ -144,22 +156,47 @@ fn post_tokenize_13a_bytes(mut bytes: Vec<u8>) -> String {
     }
 }
 
-/// mteval's period and comma rules (passes 2 and 3 of [`post_tokenize_13a`]).
-fn rewrite_pairs_dot_comma(bytes: &[u8]) -> Vec<u8> {
-    let digit = |c: u8| c.is_ascii_digit();
-    let dot_comma = |c: u8| c == b'.' || c == b',';
-    // Period and comma unless preceded by a digit.
-    let bytes = rewrite_pairs(
-        bytes,
-        |a, b| !digit(a) && dot_comma(b),
-        |a, b| [a, b' ', b, b' '],
-    );
-    // Period and comma unless followed by a digit.
-    rewrite_pairs(
-        &bytes,
-        |a, b| dot_comma(a) && !digit(b),
-        |a, b| [b' ', a, b' ', b],
-    )
+/// Where the marker byte stands in a two-byte rule.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Side {
+    /// `(x)(marker)` becomes `x marker ` (the marker comes after `x`).
+    After,
+    /// `(marker)(y)` becomes ` marker y` (the marker comes before `y`).
+    Before,
+}
+
+/// [`rewrite_pairs`] for a rule whose pairs always contain a marker byte:
+/// only marker positions are examined and the bytes between them are copied
+/// in bulk. A pair is matched where the left-to-right scan would reach its
+/// first byte, i.e. unless that byte was consumed by the previous match.
+fn rewrite_at_markers(
+    bytes: &[u8],
+    is_marker: impl Fn(u8) -> bool,
+    side: Side,
+    other_ok: impl Fn(u8) -> bool,
+) -> Vec<u8> {
+    let mut out = Vec::with_capacity(bytes.len() + bytes.len() / 4 + 8);
+    let (mut copied, mut consumed) = (0, 0);
+    for j in (0..bytes.len()).filter(|&j| is_marker(bytes[j])) {
+        let m = bytes[j];
+        match side {
+            Side::After if j > consumed && other_ok(bytes[j - 1]) => {
+                out.extend_from_slice(&bytes[copied..j]);
+                out.extend_from_slice(&[b' ', m, b' ']);
+                copied = j + 1;
+                consumed = j + 1;
+            }
+            Side::Before if j >= consumed && j + 1 < bytes.len() && other_ok(bytes[j + 1]) => {
+                out.extend_from_slice(&bytes[copied..j]);
+                out.extend_from_slice(&[b' ', m, b' ', bytes[j + 1]]);
+                copied = j + 2;
+                consumed = j + 2;
+            }
+            _ => {}
+        }
+    }
+    out.extend_from_slice(&bytes[copied..]);
+    out
 }
 
 fn tokenize_13a(line: &str) -> String {
@@ -276,6 +313,54 @@ mod tests {
         );
         assert_eq!(t.tokenize("a.."), "a . .");
         assert_eq!(t.tokenize("<skipped>x"), "x");
+    }
+
+    #[test]
+    fn marker_rewrite_equals_pairwise_rewrite() {
+        let digit = |c: u8| c.is_ascii_digit();
+        let dot_comma = |c: u8| c == b'.' || c == b',';
+        let pieces: [&[u8]; 9] = [
+            b".",
+            b",",
+            b"-",
+            b"7",
+            b"a",
+            b" ",
+            b"..",
+            b"9-",
+            "é".as_bytes(),
+        ];
+        let mut state = 12345u64;
+        for _ in 0..3000 {
+            let mut text = Vec::new();
+            for _ in 0..(state % 12) {
+                state = state
+                    .wrapping_mul(6364136223846793005)
+                    .wrapping_add(1442695040888963407);
+                text.extend_from_slice(pieces[(state >> 33) as usize % pieces.len()]);
+            }
+            let sparse = rewrite_at_markers(&text, dot_comma, Side::After, |x| !digit(x));
+            let dense = rewrite_pairs(
+                &text,
+                |a, b| !digit(a) && dot_comma(b),
+                |a, b| [a, b' ', b, b' '],
+            );
+            assert_eq!(sparse, dense);
+            let sparse = rewrite_at_markers(&text, dot_comma, Side::Before, |y| !digit(y));
+            let dense = rewrite_pairs(
+                &text,
+                |a, b| dot_comma(a) && !digit(b),
+                |a, b| [b' ', a, b' ', b],
+            );
+            assert_eq!(sparse, dense);
+            let sparse = rewrite_at_markers(&text, |c| c == b'-', Side::After, digit);
+            let dense = rewrite_pairs(
+                &text,
+                |a, b| digit(a) && b == b'-',
+                |a, b| [a, b' ', b, b' '],
+            );
+            assert_eq!(sparse, dense);
+        }
     }
 
     #[test]
