@@ -56,6 +56,24 @@ enum Task {
     /// Benchmark: VQ and soft EM (4096 × 512 against 4096 codes), forward
     /// and backward, emvq beside PyTorch (installed into .pytools).
     BenchBottleneck,
+    /// Train the Transformer teacher (`emvq train-teacher`) into
+    /// runs/teacher/<name>/.
+    TrainTeacher {
+        #[arg(long, default_value = "configs/multi30k/teacher.toml")]
+        config: PathBuf,
+        /// Extra arguments for `emvq train-teacher` (--name, --resume, --device…).
+        #[arg(last = true)]
+        args: Vec<String>,
+    },
+    /// Benchmark: teacher training tokens/s, emvq beside an equivalent
+    /// PyTorch script (installed into .pytools), same batches and threads.
+    BenchTeacher {
+        #[arg(long, default_value = "configs/multi30k/teacher.toml")]
+        config: PathBuf,
+        /// Extra arguments for `emvq bench-teacher` (--steps, --rounds, --threads…).
+        #[arg(last = true)]
+        args: Vec<String>,
+    },
     /// Write dist/emvq-gpu/: release binary, configs and run.sh for a GPU
     /// machine with torch 2.11.0 installed.
     GpuBundle {
@@ -90,6 +108,21 @@ fn main() -> Result<()> {
             setup::ensure(None)?;
             setup::ensure_python_tool("torch", &format!("torch=={}", setup::TORCH_VERSION))?;
             bench("emvq-bottleneck", "bench_bottleneck")
+        }
+        Task::TrainTeacher { config, args } => {
+            setup::ensure(None)?;
+            run(emvq().arg("train-teacher").arg("--config").arg(config).args(args))
+        }
+        Task::BenchTeacher { config, args } => {
+            setup::ensure(None)?;
+            setup::ensure_python_tool("torch", &format!("torch=={}", setup::TORCH_VERSION))?;
+            let tools = setup::python_tools_dir();
+            run(emvq()
+                .arg("bench-teacher")
+                .arg("--config")
+                .arg(config)
+                .args(args)
+                .env("PYTHONPATH", &tools))
         }
         Task::GpuBundle { out } => {
             setup::ensure(None)?;

@@ -10,6 +10,7 @@ mod info;
 mod prepare;
 mod teacher;
 mod translate;
+mod vqvae;
 
 use std::path::PathBuf;
 
@@ -57,6 +58,17 @@ enum Command {
     /// Score a teacher on a split (BLEU, chrF, signatures) and measure
     /// batch-1 latency; results into the run's results.json.
     Eval(eval::EvalArgs),
+    /// Training throughput of the teacher in emvq and in an equivalent
+    /// PyTorch script, same batches and threads.
+    BenchTeacher(teacher::bench::BenchArgs),
+    /// Train the CIFAR-10 VQ-VAE (vq or em bottleneck), then its latent
+    /// prior, into runs/vqvae/<name>/, and evaluate it.
+    TrainVqvae(vqvae::TrainArgs),
+    /// Bits/dim (uniform and learned prior), codebook perplexity and dead
+    /// codes of a VQ-VAE run on the test images; pictures; results.json.
+    EvalVqvae(vqvae::EvalArgs),
+    /// Sample images from a VQ-VAE run's prior into a PNG grid.
+    Sample(vqvae::SampleArgs),
 }
 
 fn main() -> Result<()> {
@@ -77,6 +89,19 @@ fn main() -> Result<()> {
         Command::Eval(args) => {
             emvq_tensor::logging::init_logging(None)?;
             eval::run(&args).map(|_| ())
+        }
+        Command::TrainVqvae(args) => vqvae::train(&args).map(|_| ()),
+        Command::EvalVqvae(args) => {
+            emvq_tensor::logging::init_logging(None)?;
+            vqvae::evaluate(&args).map(|_| ())
+        }
+        Command::Sample(args) => {
+            emvq_tensor::logging::init_logging(None)?;
+            vqvae::sample(&args)
+        }
+        Command::BenchTeacher(args) => {
+            emvq_tensor::logging::init_logging(None)?;
+            teacher::bench::run(&args)
         }
     }
 }

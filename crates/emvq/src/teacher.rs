@@ -15,6 +15,8 @@
 //! (validation included, resumed runs counting what they already spent) are
 //! used up, whichever comes first.
 
+pub mod bench;
+
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
