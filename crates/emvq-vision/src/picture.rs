@@ -157,6 +157,24 @@ pub fn side_by_side(originals: &Tensor, reconstructions: &Tensor, cols: usize) -
     image_grid(&Tensor::f_cat(&rows, 0)?, cols, 2)
 }
 
+/// Pictures joined left to right, tops aligned, `gap` white pixels apart.
+pub fn hstack(pictures: &[Rgb], gap: usize) -> Rgb {
+    let width =
+        pictures.iter().map(|p| p.width).sum::<usize>() + gap * pictures.len().saturating_sub(1);
+    let height = pictures.iter().map(|p| p.height).max().unwrap_or(0);
+    let mut out = Rgb::filled(width, height, [255, 255, 255]);
+    let mut x0 = 0;
+    for p in pictures {
+        for y in 0..p.height {
+            let src = &p.pixels[3 * y * p.width..3 * (y + 1) * p.width];
+            let dst = 3 * (y * width + x0);
+            out.pixels[dst..dst + src.len()].copy_from_slice(src);
+        }
+        x0 += p.width + gap;
+    }
+    out
+}
+
 /// A bar chart of code usage: one bar per code, tallest first, height ∝
 /// count; codes never used show as a red tick on the baseline. `counts`
 /// holds the K counts of one codebook.
@@ -201,6 +219,19 @@ mod tests {
         let i = 3 * (grid.width + 4);
         assert_eq!(&grid.pixels[i..i + 3], &[12, 16, 20]);
         assert_eq!(&grid.pixels[0..3], &[128, 128, 128]);
+    }
+
+    #[test]
+    fn hstack_puts_pictures_side_by_side() {
+        let a = Rgb::filled(2, 3, [1, 2, 3]);
+        let b = Rgb::filled(1, 1, [9, 9, 9]);
+        let s = hstack(&[a, b], 1);
+        assert_eq!((s.width, s.height), (4, 3));
+        assert_eq!(
+            &s.pixels[0..12],
+            &[1, 2, 3, 1, 2, 3, 255, 255, 255, 9, 9, 9]
+        );
+        assert_eq!(&s.pixels[12 + 9..12 + 12], &[255, 255, 255]); // below b
     }
 
     #[test]
