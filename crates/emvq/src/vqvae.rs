@@ -584,7 +584,10 @@ pub struct LoadedRun {
 pub fn load_run(dir: &Path, device: Option<DeviceSpec>) -> Result<LoadedRun> {
     let run = RunDir::open(dir)?;
     let config: VqvaeRunConfig = run.load_config()?;
-    set_threads(config.threads);
+    if config.threads > 0 {
+        // Intra-op only: train-vqvae has set the inter-op pool already.
+        tch::set_num_threads(config.threads as i32);
+    }
     let device = device.unwrap_or(config.device).resolve()?;
     let vs = VarStore::new(device);
     let model = VqVae::new(vs.root(), &config.model)?;
