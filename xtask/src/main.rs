@@ -74,6 +74,27 @@ enum Task {
         #[arg(last = true)]
         args: Vec<String>,
     },
+    /// Train a CIFAR-10 VQ-VAE and its latent prior (`emvq train-vqvae`)
+    /// into runs/vqvae/<name>/, then evaluate it.
+    TrainVqvae {
+        #[arg(long, default_value = "configs/cifar10/vqvae_em.toml")]
+        config: PathBuf,
+        /// Extra arguments for `emvq train-vqvae` (--name, --max-minutes…).
+        #[arg(last = true)]
+        args: Vec<String>,
+    },
+    /// Train VQ and EM VQ-VAEs with the same budget, then write the
+    /// side-by-side table and pictures (runs/vqvae/paper_images.md).
+    PaperImages {
+        #[arg(long, default_value = "configs/cifar10/vqvae_vq.toml")]
+        vq: PathBuf,
+        #[arg(long, default_value = "configs/cifar10/vqvae_em.toml")]
+        em: PathBuf,
+        /// Extra arguments for both `emvq train-vqvae` runs (e.g.
+        /// --max-minutes 8 --prior-minutes 2).
+        #[arg(last = true)]
+        args: Vec<String>,
+    },
     /// Write dist/emvq-gpu/: release binary, configs and run.sh for a GPU
     /// machine with torch 2.11.0 installed.
     GpuBundle {
@@ -123,6 +144,22 @@ fn main() -> Result<()> {
                 .arg(config)
                 .args(args)
                 .env("PYTHONPATH", &tools))
+        }
+        Task::TrainVqvae { config, args } => {
+            setup::ensure(None)?;
+            run(emvq().arg("train-vqvae").arg("--config").arg(config).args(args))
+        }
+        Task::PaperImages { vq, em, args } => {
+            setup::ensure(None)?;
+            let mut runs = Vec::new();
+            for (config, suffix) in [(vq, "vq"), (em, "em")] {
+                let name = format!("paper_{suffix}");
+                run(emvq().arg("train-vqvae").arg("--config").arg(config).args(["--name", &name]).args(&args))?;
+                runs.push(format!("runs/vqvae/{name}"));
+            }
+            run(emvq()
+                .args(["eval-vqvae", "--reuse", "--table", "runs/vqvae/paper_images.md"])
+                .args(runs.iter().flat_map(|r| ["--run", r.as_str()])))
         }
         Task::GpuBundle { out } => {
             setup::ensure(None)?;
