@@ -36,6 +36,9 @@ pub struct EvalArgs {
     /// Beam size (default: the run's `decode.beam_size`).
     #[arg(long)]
     pub beam: Option<i64>,
+    /// GNMT length-penalty α (default: the run's `decode.length_penalty`).
+    #[arg(long)]
+    pub alpha: Option<f64>,
     /// Sentences per batch for the scored translations.
     #[arg(long)]
     pub batch: Option<usize>,
@@ -144,7 +147,10 @@ fn latency(teacher: &LoadedTeacher, sources: &[Vec<u32>], beam: i64, n: usize) -
 
 /// Runs `emvq eval`; returns the stored result.
 pub fn run(args: &EvalArgs) -> Result<SplitResult> {
-    let teacher = load_teacher(&args.run, args.device)?;
+    let mut teacher = load_teacher(&args.run, args.device)?;
+    if let Some(alpha) = args.alpha {
+        teacher.config.decode.length_penalty = alpha;
+    }
     let config = &teacher.config;
     let data_dir = config.data.resolve_data_dir(&std::env::current_dir()?)?;
     let (src_path, tgt_path) = config.data.split_files(&data_dir, &args.split);

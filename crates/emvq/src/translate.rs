@@ -25,6 +25,9 @@ pub struct TranslateArgs {
     /// Beam size (default: the run's `decode.beam_size`); 1 is greedy.
     #[arg(long)]
     pub beam: Option<i64>,
+    /// GNMT length-penalty α (default: the run's `decode.length_penalty`).
+    #[arg(long)]
+    pub alpha: Option<f64>,
     /// Sentences per batch (default: the run's `decode.batch_sentences`).
     #[arg(long)]
     pub batch: Option<usize>,
@@ -115,7 +118,10 @@ pub fn run(args: &TranslateArgs) -> Result<()> {
     let beam = args.beam.unwrap_or(teacher.config.decode.beam_size);
     anyhow::ensure!(beam >= 1, "--beam must be at least 1");
     let batch = args.batch.unwrap_or(teacher.config.decode.batch_sentences);
-    let search = teacher.config.decode.search(beam);
+    let mut search = teacher.config.decode.search(beam);
+    if let Some(alpha) = args.alpha {
+        search.length_penalty = alpha;
+    }
     let start = std::time::Instant::now();
     let out = translate_ids(&teacher.model, &sources, &search, batch, teacher.device)?;
     let text = teacher.tokenizer.decode_batch(&out)?;
