@@ -74,6 +74,9 @@ enum Task {
         #[arg(last = true)]
         args: Vec<String>,
     },
+    /// Benchmark: CIFAR-10 VQ-VAE training images/s (configs/cifar10/
+    /// vqvae_em.toml), emvq beside an equivalent PyTorch script.
+    BenchVqvae,
     /// Train a CIFAR-10 VQ-VAE and its latent prior (`emvq train-vqvae`)
     /// into runs/vqvae/<name>/, then evaluate it.
     TrainVqvae {
@@ -144,6 +147,11 @@ fn main() -> Result<()> {
                 .arg(config)
                 .args(args)
                 .env("PYTHONPATH", &tools))
+        }
+        Task::BenchVqvae => {
+            setup::ensure(None)?;
+            setup::ensure_python_tool("torch", &format!("torch=={}", setup::TORCH_VERSION))?;
+            bench("emvq-vision", "bench_vqvae")
         }
         Task::TrainVqvae { config, args } => {
             setup::ensure(None)?;
