@@ -200,6 +200,9 @@ pub struct TrainArgs {
     /// Override `prior_train.max_minutes`.
     #[arg(long)]
     pub prior_minutes: Option<f64>,
+    /// Override `threads` (LibTorch intra- and inter-op threads).
+    #[arg(long)]
+    pub threads: Option<usize>,
     /// Folder holding the run directories.
     #[arg(long, default_value = "runs")]
     pub runs: PathBuf,
@@ -368,6 +371,9 @@ pub fn train(args: &TrainArgs) -> Result<PathBuf> {
     }
     if let Some(m) = args.prior_minutes {
         config.prior_train.max_minutes = Some(m);
+    }
+    if let Some(t) = args.threads {
+        config.threads = t;
     }
     config
         .validate()
