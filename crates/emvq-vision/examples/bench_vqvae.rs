@@ -148,13 +148,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .args(["--threads", &args.threads.to_string()])
         .args([
             "--device",
-            &format!(
-                "{}",
-                match device {
-                    Device::Cuda(i) => format!("cuda:{i}"),
-                    _ => "cpu".into(),
-                }
-            ),
+            &match device {
+                Device::Cuda(i) => format!("cuda:{i}"),
+                _ => "cpu".to_string(),
+            },
         ])
         .stdin(Stdio::piped())
         .stdout(Stdio::piped());
