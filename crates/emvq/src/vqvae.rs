@@ -200,6 +200,12 @@ pub struct TrainArgs {
     /// Override `prior_train.max_minutes`.
     #[arg(long)]
     pub prior_minutes: Option<f64>,
+    /// Override `train.max_steps`.
+    #[arg(long)]
+    pub max_steps: Option<i64>,
+    /// Override `prior_train.max_steps`.
+    #[arg(long)]
+    pub prior_steps: Option<i64>,
     /// Override `threads` (LibTorch intra- and inter-op threads).
     #[arg(long)]
     pub threads: Option<usize>,
@@ -374,6 +380,12 @@ pub fn train(args: &TrainArgs) -> Result<PathBuf> {
     }
     if let Some(t) = args.threads {
         config.threads = t;
+    }
+    if let Some(s) = args.max_steps {
+        config.train.max_steps = Some(s);
+    }
+    if let Some(s) = args.prior_steps {
+        config.prior_train.max_steps = Some(s);
     }
     config
         .validate()
