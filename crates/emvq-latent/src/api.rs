@@ -1,0 +1,55 @@
+//! What every NAT model of this crate offers the training loop, the decoders
+//! and the rescorer: a loss on (source, target) batches, batched one-pass
+//! translation, and candidate translations to rescore with the teacher.
+
+use tch::Tensor;
+
+use crate::error::Result;
+
+/// The loss of one batch.
+#[derive(Debug)]
+pub struct NatLoss {
+    /// Scalar to back-propagate (a mean over target tokens plus the weighted
+    /// auxiliary terms).
+    pub total: Tensor,
+    /// Non-padding target tokens in the batch (the weight of this batch when
+    /// averaging over several).
+    pub tokens: f64,
+    /// Named scalar parts for logs (`token_nll`, `commitment`, `latent_ce`,
+    /// `length_ce`, …), each a per-token or per-latent mean.
+    pub metrics: Vec<(&'static str, f64)>,
+}
+
+/// Decoding settings shared by every NAT model.
+#[derive(Debug, Clone, PartialEq)]
+pub struct NatDecode {
+    /// Beam size over latent codes (1: greedy), where the model has latents.
+    pub latent_beam: usize,
+    /// Softmax temperature when candidates are sampled (rescoring).
+    pub temperature: f64,
+    /// Seed of candidate sampling, so rescoring repeats.
+    pub seed: u64,
+}
+
+impl Default for NatDecode {
+    fn default() -> Self {
+        Self { latent_beam: 1, temperature: 1.0, seed: 0 }
+    }
+}
+
+/// A non-autoregressive translation model.
+pub trait NatModel {
+    /// Loss of a batch: `src` `[batch, src_len]`, `tgt` `[batch, tgt_len]`
+    /// (int64, each row ending in EOS then padding). `step` drives the
+    /// training schedules (curricula, delayed losses); `train` turns dropout
+    /// and codebook updates on.
+    fn loss(&self, src: &Tensor, tgt: &Tensor, step: i64, train: bool) -> Result<NatLoss>;
+
+    /// One translation per source row, token ids without BOS/EOS/padding.
+    fn translate(&self, src: &Tensor, settings: &NatDecode) -> Result<Vec<Vec<i64>>>;
+
+    /// `n` candidate translations of a single source `[1, src_len]` (sampled
+    /// latent sequences, or several target lengths), decoded in one batch,
+    /// for rescoring by the teacher.
+    fn candidates(&self, src: &Tensor, n: usize, settings: &NatDecode) -> Result<Vec<Vec<i64>>>;
+}
