@@ -21,6 +21,22 @@
 //!
 //! A split named `stem` is read from `{data_dir}/{stem}.{lang}.gz`, or from
 //! `{data_dir}/{stem}.{lang}` when no `.gz` file exists.
+//!
+//! An optional `train_dir` replaces the training pairs with another corpus of
+//! the same languages, e.g. the teacher's rewrite of the targets written by
+//! `emvq distill` (sequence-level distillation):
+//!
+//! ```toml
+//! [data]
+//! train_dir = "runs/distill/multi30k"   # reads train.{src_lang} and train.{tgt_lang} there
+//! ```
+//!
+//! The training pairs are then read from `{train_dir}/train.{lang}` (`.gz`
+//! preferred, as for every split) instead of the `train` split of
+//! `data_dir`; the BPE vocabulary is still trained on the original training
+//! split (so it is the same with and without `train_dir`), the filters apply
+//! to the new pairs as they would to the original ones, and the validation
+//! and test splits still come from `data_dir`.
 
 use std::path::{Path, PathBuf};
 
@@ -48,6 +64,11 @@ pub struct TranslationDataConfig {
     /// File stem of the training split; the BPE vocabulary is trained on it.
     #[serde(default = "default_train")]
     pub train: String,
+    /// Optional folder whose `train.{src_lang}` / `train.{tgt_lang}` replace
+    /// the training pairs (e.g. a distilled corpus from `emvq distill`); the
+    /// vocabulary, validation and test splits still come from `data_dir`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub train_dir: Option<PathBuf>,
     /// File stem of the validation split.
     #[serde(default = "default_valid")]
     pub valid: String,
@@ -134,6 +155,7 @@ impl Default for TranslationDataConfig {
             src_lang: default_src_lang(),
             tgt_lang: default_tgt_lang(),
             train: default_train(),
+            train_dir: None,
             valid: default_valid(),
             tests: default_tests(),
             vocab_size: default_vocab_size(),
@@ -221,6 +243,31 @@ impl TranslationDataConfig {
     }
 }
 
+impl TranslationDataConfig {
+    /// Source and target files of the training pairs: those of `train_dir`
+    /// (`train.{lang}`) when it is set, else the `train` split of `data_dir`.
+    /// A `train_dir` lacking either file is an error naming the key and path.
+    pub fn train_files(&self, data_dir: &Path) -> Result<(PathBuf, PathBuf)> {
+        let Some(dir) = &self.train_dir else {
+            return Ok(self.split_files(data_dir, &self.train));
+        };
+        let files = self.split_files(dir, "train");
+        for path in [&files.0, &files.1] {
+            if !path.is_file() {
+                return Err(DataError::Config(format!(
+                    "data.train_dir = {:?}: {} not found (the folder must hold train.{} and \
+                     train.{}, as written by `emvq distill`)",
+                    dir.display().to_string(),
+                    path.display(),
+                    self.src_lang,
+                    self.tgt_lang
+                )));
+            }
+        }
+        Ok(files)
+    }
+}
+
 /// `{dir}/{stem}.{lang}.gz` when it exists, else `{dir}/{stem}.{lang}`.
 fn split_file(dir: &Path, stem: &str, lang: &str) -> PathBuf {
     let gz = dir.join(format!("{stem}.{lang}.gz"));
@@ -291,6 +338,38 @@ mod tests {
             ..TranslationDataConfig::default()
         };
         assert!(config.validate().is_err());
+    }
+
+    #[test]
+    fn train_dir_replaces_the_training_files_and_names_the_key_when_missing() {
+        let data = tempfile::tempdir().unwrap();
+        let distilled = tempfile::tempdir().unwrap();
+        let mut config = TranslationDataConfig::default();
+        let (src, _) = config.train_files(data.path()).unwrap();
+        assert_eq!(src, data.path().join("train.en"));
+
+        config.train_dir = Some(distilled.path().to_path_buf());
+        std::fs::write(distilled.path().join("train.en"), b"a\n").unwrap();
+        let err = config.train_files(data.path()).unwrap_err().to_string();
+        assert!(
+            err.contains("data.train_dir") && err.contains("train.de"),
+            "{err}"
+        );
+        std::fs::write(distilled.path().join("train.de"), b"b\n").unwrap();
+        let (src, tgt) = config.train_files(data.path()).unwrap();
+        assert_eq!(
+            (src, tgt),
+            (
+                distilled.path().join("train.en"),
+                distilled.path().join("train.de")
+            )
+        );
+
+        // Absent from TOML unless set; parsed when given.
+        let text = toml::to_string(&TranslationDataConfig::default()).unwrap();
+        assert!(!text.contains("train_dir"), "{text}");
+        let outer: Outer = toml::from_str("[data]\ntrain_dir = \"runs/distill/x\"\n").unwrap();
+        assert_eq!(outer.data.train_dir, Some(PathBuf::from("runs/distill/x")));
     }
 
     #[test]

@@ -63,7 +63,9 @@ pub struct PreparedTranslation {
 
 /// Reads the splits named in `config` from `data_dir`, trains the joint BPE
 /// on the training split (or reloads `run_dir/tokenizer.json` when it
-/// exists), saves it to `run_dir` when given, and encodes every split.
+/// exists), saves it to `run_dir` when given, and encodes every split. With
+/// `config.train_dir` set, the training pairs are read from there instead
+/// (the BPE still learns from the original training split).
 pub fn prepare_translation(
     config: &TranslationDataConfig,
     data_dir: &Path,
@@ -82,22 +84,30 @@ pub fn prepare_translation(
             read_parallel(&src, &tgt)
         })
         .collect::<Result<Vec<_>>>()?;
+    // `train_dir` replaces the training pairs; the BPE still learns from the
+    // original training split (`raws[0]`).
+    let replaced_train = match &config.train_dir {
+        Some(_) => {
+            let (src, tgt) = config.train_files(data_dir)?;
+            let raw = read_parallel(&src, &tgt)?;
+            tracing::info!(pairs = raw.len(), source = %src.display(), "training pairs from data.train_dir");
+            Some(raw)
+        }
+        None => None,
+    };
     timings.read = start.elapsed();
     for (stem, raw) in stems.iter().zip(&raws) {
         tracing::info!(split = %stem, pairs = raw.len(), "read parallel corpus");
     }
 
     let start = Instant::now();
-    let train_raw = &raws[0];
+    let bpe_raw = &raws[0];
     let saved = run_dir.map(|d| d.join(TOKENIZER_FILE));
     let (tokenizer, trained) = match &saved {
         Some(path) if path.is_file() => (SubwordTokenizer::from_file(path)?, false),
         _ => {
-            let tokenizer = SubwordTokenizer::train_joint(
-                &train_raw.source,
-                &train_raw.target,
-                config.vocab_size,
-            )?;
+            let tokenizer =
+                SubwordTokenizer::train_joint(&bpe_raw.source, &bpe_raw.target, config.vocab_size)?;
             if let Some(dir) = run_dir {
                 tokenizer.save(dir)?;
             }
@@ -112,6 +122,10 @@ pub fn prepare_translation(
     );
 
     let start = Instant::now();
+    if let Some(raw) = replaced_train {
+        raws[0] = raw;
+    }
+    let train_raw = &raws[0];
     let train_lines = non_empty_lines(train_raw, &config.filters);
     let empty = train_raw.len() - train_lines.len();
     let train_encoded = encode_corpus(&tokenizer, train_raw, &train_lines)?;
@@ -173,4 +187,75 @@ pub fn encode_corpus(
         target: with_eos(tokenizer.encode_batch(&target)?),
         line_index: lines.to_vec(),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn write(dir: &Path, stem: &str, en: &[&str], de: &[&str]) {
+        std::fs::write(dir.join(format!("{stem}.en")), en.join("\n") + "\n").unwrap();
+        std::fs::write(dir.join(format!("{stem}.de")), de.join("\n") + "\n").unwrap();
+    }
+
+    /// `train_dir` swaps the training pairs only: the vocabulary (learnt from
+    /// the original training split) and the validation split are unchanged.
+    #[test]
+    fn train_dir_replaces_only_the_training_pairs() {
+        let data = tempfile::tempdir().unwrap();
+        let distilled = tempfile::tempdir().unwrap();
+        let en = ["a man runs", "a dog sleeps", "the man sleeps"];
+        write(
+            data.path(),
+            "train",
+            &en,
+            &["ein Mann läuft", "ein Hund schläft", "der Mann schläft"],
+        );
+        write(data.path(), "val", &["a dog runs"], &["ein Hund läuft"]);
+        write(
+            distilled.path(),
+            "train",
+            &en,
+            &["Mann läuft", "Hund schläft", "der Mann"],
+        );
+        let plain = TranslationDataConfig {
+            data_dir: Some(data.path().to_path_buf()),
+            tests: vec![],
+            vocab_size: 300,
+            max_tokens: 64,
+            filters: crate::FilterConfig {
+                max_len: 20,
+                ..Default::default()
+            },
+            ..TranslationDataConfig::default()
+        };
+        let with_dir = TranslationDataConfig {
+            train_dir: Some(distilled.path().to_path_buf()),
+            ..plain.clone()
+        };
+        let a = prepare_translation(&plain, data.path(), None).unwrap();
+        let b = prepare_translation(&with_dir, data.path(), None).unwrap();
+        assert_eq!(
+            b.train.raw.target,
+            ["Mann läuft", "Hund schläft", "der Mann"]
+        );
+        assert_eq!(b.train.raw.source, a.train.raw.source);
+        assert_eq!(
+            a.tokenizer.encode_batch(&["ein Hund läuft"]).unwrap(),
+            b.tokenizer.encode_batch(&["ein Hund läuft"]).unwrap()
+        );
+        assert_eq!(a.tokenizer.vocab_size(), b.tokenizer.vocab_size());
+        assert_eq!(b.valid.encoded, a.valid.encoded);
+        assert_eq!(b.train.encoded.source, a.train.encoded.source);
+        assert_ne!(b.train.encoded.target, a.train.encoded.target);
+
+        std::fs::remove_file(distilled.path().join("train.de")).unwrap();
+        let err = prepare_translation(&with_dir, data.path(), None)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("data.train_dir") && err.contains("train.de"),
+            "{err}"
+        );
+    }
 }
