@@ -7,9 +7,13 @@
 //! - [`api`]: [`NatModel`], what every NAT model offers (loss, one-pass
 //!   translation, candidates for rescoring).
 //! - [`error`]: [`LatentError`].
+//! - [`length`]: target lengths (T2T's 2|x|, a ratio, or a classifier over
+//!   |y| − |x|) and candidate lengths for noisy parallel decoding.
 
 pub mod api;
 pub mod error;
+pub mod length;
 
 pub use api::{NatDecode, NatLoss, NatModel};
 pub use error::{LatentError, Result};
+pub use length::{LengthConfig, LengthPredictor, LengthRule};
