@@ -5,6 +5,7 @@
 //! translation, evaluation) add their subcommands here, each a thin layer
 //! over a library crate.
 
+mod distill;
 mod eval;
 mod info;
 mod prepare;
@@ -58,6 +59,9 @@ enum Command {
     /// Score a teacher on a split (BLEU, chrF, signatures) and measure
     /// batch-1 latency; results into the run's results.json.
     Eval(eval::EvalArgs),
+    /// Sequence-level distillation: the teacher's beam search rewrites every
+    /// training target into runs/distill/<name>/ (chunked, resumable).
+    Distill(distill::DistillArgs),
     /// Training throughput of the teacher in emvq and in an equivalent
     /// PyTorch script, same batches and threads.
     BenchTeacher(teacher::bench::BenchArgs),
@@ -89,6 +93,10 @@ fn main() -> Result<()> {
         Command::Eval(args) => {
             emvq_tensor::logging::init_logging(None)?;
             eval::run(&args).map(|_| ())
+        }
+        Command::Distill(args) => {
+            emvq_tensor::logging::init_logging(None)?;
+            distill::run(&args).map(|_| ())
         }
         Command::TrainVqvae(args) => vqvae::train(&args).map(|_| ()),
         Command::EvalVqvae(args) => {
