@@ -3,6 +3,7 @@
 //! never depends on tch, so it builds in seconds on a fresh machine.
 
 mod bundle;
+mod distill;
 mod fetch_data;
 mod setup;
 
@@ -63,6 +64,16 @@ enum Task {
         config: PathBuf,
         /// Extra arguments for `emvq train-teacher` (--name, --resume, --device…).
         #[arg(last = true)]
+        args: Vec<String>,
+    },
+    /// Sequence-level distillation (`emvq distill`): the teacher's beam
+    /// search rewrites the training targets into runs/distill/<name>/;
+    /// resumes an interrupted run.
+    Distill {
+        #[arg(long)]
+        teacher: PathBuf,
+        /// Further `emvq distill` arguments (--out, --beam, --threads…).
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<String>,
     },
     /// Benchmark: teacher training tokens/s, emvq beside an equivalent
@@ -137,6 +148,7 @@ fn main() -> Result<()> {
             setup::ensure(None)?;
             run(emvq().arg("train-teacher").arg("--config").arg(config).args(args))
         }
+        Task::Distill { teacher, args } => distill::distill(&teacher, &args),
         Task::BenchTeacher { config, args } => {
             setup::ensure(None)?;
             setup::ensure_python_tool("torch", &format!("torch=={}", setup::TORCH_VERSION))?;
