@@ -9,11 +9,18 @@
 //! - [`error`]: [`LatentError`].
 //! - [`length`]: target lengths (T2T's 2|x|, a ratio, or a classifier over
 //!   |y| − |x|) and candidate lengths for noisy parallel decoding.
+//! - [`plain`]: [`PlainNat`], the plain NAT baseline (Gu et al. 2018:
+//!   uniform copy of the source, one pass at a predicted length).
+//! - [`rescore`]: teacher scores of candidates and noisy parallel decoding.
 
 pub mod api;
 pub mod error;
 pub mod length;
+pub mod plain;
+pub mod rescore;
 
 pub use api::{NatDecode, NatLoss, NatModel};
 pub use error::{LatentError, Result};
 pub use length::{LengthConfig, LengthPredictor, LengthRule};
+pub use plain::{PlainNat, PlainNatConfig};
+pub use rescore::{rescore, rescore_by, teacher_scores, Score};
