@@ -12,15 +12,27 @@
 //! - [`plain`]: [`PlainNat`], the plain NAT baseline (Gu et al. 2018:
 //!   uniform copy of the source, one pass at a predicted length).
 //! - [`rescore`]: teacher scores of candidates and noisy parallel decoding.
+//! - [`config`]: [`NatConfig`], the latent Transformer's configuration.
+//! - [`compress`]: the compressor and decompressor (residual conv blocks,
+//!   strided convs, doubling steps).
+//! - [`predictor`]: the autoregressive latent predictor over the codes.
+//! - [`latent`]: [`LatentNat`], the latent Transformer NAT, and
+//!   [`init_from_teacher`].
 
 pub mod api;
+pub mod compress;
+pub mod config;
 pub mod error;
+pub mod latent;
 pub mod length;
 pub mod plain;
+pub mod predictor;
 pub mod rescore;
 
 pub use api::{NatDecode, NatLoss, NatModel};
+pub use config::{NatConfig, ScheduleConfig};
 pub use error::{LatentError, Result};
+pub use latent::{init_from_teacher, DecodeStats, LatentNat};
 pub use length::{LengthConfig, LengthPredictor, LengthRule};
 pub use plain::{PlainNat, PlainNatConfig};
 pub use rescore::{rescore, rescore_by, teacher_scores, Score};

@@ -1,0 +1,642 @@
+//! The latent-Transformer NAT of Roy, Vaswani, Neelakantan, Parmar (2018),
+//! "Theory and Experiments on Vector Quantized Autoencoders" (arXiv
+//! 1805.11063; tensor2tensor's `transformer_nat`), after Kaiser et al. (2018,
+//! arXiv 1803.03382):
+//!
+//! ```text
+//! source ─ embed ─ encoder ───────────────┬───────────────┬─────────────┐
+//! target ─ embed ─ compressor ─ bottleneck ─ codes ─ latent predictor   │
+//!                                  │  (train: CE vs the codes' targets) │
+//!                                  └─ decompressor ─ (+ gold mix) ─ decoder (one pass) ─ softmax
+//! ```
+//!
+//! Training compresses the gold target (n positions, a multiple of 2^k) into
+//! n/2^k latent vectors, quantises them, decompresses and decodes all
+//! positions at once attending to the source (non-causal self-attention);
+//! the latent predictor learns the codes autoregressively from the source.
+//! Loss = token CE over real target tokens (EOS included) + the bottleneck's
+//! commitment (β) + latent CE (after `latent_loss_start`) + the length CE
+//! (rule `predicted`).
+//!
+//! Inference: encode; target length by the rule (rounded up to 2^k); predict
+//! ⌈len/2^k⌉ codes on a key/value cache (greedy or a beam over codes);
+//! embed, decompress, decode every position in one pass, argmax, cut at EOS.
+//!
+//! Parameter names follow the teacher ([`emvq_transformer::Seq2Seq`]):
+//! `embed_tokens` (tied) or `encoder.embed_tokens` / `decoder.embed_tokens` /
+//! `output_projection`, `encoder.…`, `decoder.…`; plus `compress.…`,
+//! `bottleneck.…`, `latent_predictor.…`, `decompress.…`, `length_predictor.…`.
+//! [`init_from_teacher`] copies the tensors whose names and shapes match.
+
+use std::time::Instant;
+
+use tch::{nn, nn::VarStore, Kind, Tensor};
+
+use crate::api::{NatDecode, NatLoss, NatModel};
+use crate::compress::{Compressor, Decompressor};
+use crate::config::NatConfig;
+use crate::error::{LatentError, Result};
+use crate::length::{LengthPredictor, LengthRule};
+use crate::predictor::LatentPredictor;
+use emvq_bottleneck::{Bottleneck, BottleneckKind};
+use emvq_tensor::mask::{length_mask, padding_mask};
+use emvq_tensor::position::sinusoidal_positions;
+use emvq_tensor::Checkpoint;
+use emvq_transformer::{
+    label_smoothed_cross_entropy, Decoder, Embeddings, Encoder, EncoderOutput, Mask,
+};
+
+/// What one inference call did (counts for tests, seconds for benchmarks).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct DecodeStats {
+    /// Cached latent-predictor steps (one per latent position).
+    pub latent_steps: i64,
+    /// One-pass decoder runs.
+    pub decoder_passes: i64,
+    /// Target length per row (EOS included) before rounding up to 2^k.
+    pub lengths: Vec<i64>,
+    pub encode_seconds: f64,
+    pub latent_seconds: f64,
+    /// Embedding the codes, decompression, decoder pass and argmax.
+    pub decode_seconds: f64,
+}
+
+/// The training outputs besides the loss: the batch's codes (for codebook
+/// usage statistics), `[batch, L, n_c]`, and the soft targets (EM).
+#[derive(Debug)]
+pub struct LatentCodes {
+    pub codes: Tensor,
+    pub soft_targets: Option<Tensor>,
+}
+
+/// The latent Transformer NAT.
+#[derive(Debug)]
+pub struct LatentNat {
+    cfg: NatConfig,
+    src_embed: Embeddings,
+    /// `None` when tied to `src_embed`.
+    tgt_embed: Option<Embeddings>,
+    /// `[vocab, d_model]`; `None` when tied.
+    output_projection: Option<Tensor>,
+    encoder: Encoder,
+    compressor: Compressor,
+    bottleneck: Bottleneck,
+    predictor: LatentPredictor,
+    decompressor: Decompressor,
+    decoder: Decoder,
+    length: LengthPredictor,
+    positions: Tensor, // [max_positions, d_model], not a parameter
+}
+
+impl LatentNat {
+    pub fn new(vs: nn::Path, cfg: &NatConfig) -> Result<Self> {
+        cfg.validate()?;
+        let t = cfg.transformer();
+        let emb = t.embedding();
+        let (src_embed, tgt_embed, output_projection) = if cfg.tie_embeddings {
+            (Embeddings::new(&vs / "embed_tokens", &emb)?, None, None)
+        } else {
+            let bound = 1.0 / (cfg.d_model as f64).sqrt();
+            (
+                Embeddings::new(&vs / "encoder" / "embed_tokens", &emb)?,
+                Some(Embeddings::new(&vs / "decoder" / "embed_tokens", &emb)?),
+                Some((&vs / "output_projection").f_uniform(
+                    "weight",
+                    &[cfg.vocab_size, cfg.d_model],
+                    -bound,
+                    bound,
+                )?),
+            )
+        };
+        let (d, eps) = (cfg.d_model, cfg.layer_norm_eps);
+        let mut predictor_stack = t.decoder();
+        predictor_stack.num_layers = cfg.predictor_layers;
+        Ok(Self {
+            cfg: cfg.clone(),
+            src_embed,
+            tgt_embed,
+            output_projection,
+            encoder: Encoder::new(&vs / "encoder", &t.encoder())?,
+            compressor: Compressor::new(
+                &vs / "compress",
+                d,
+                cfg.compress_steps,
+                cfg.residual_blocks,
+                cfg.dropout,
+                eps,
+            ),
+            bottleneck: Bottleneck::new(&(&vs / "bottleneck"), d, &cfg.bottleneck)?,
+            predictor: LatentPredictor::new(
+                &vs / "latent_predictor",
+                &predictor_stack,
+                cfg.max_positions / cfg.block(),
+                cfg.bottleneck.slices,
+                cfg.bottleneck.codebook_size(),
+            )?,
+            decompressor: Decompressor::new(&vs / "decompress", d, cfg.compress_steps, cfg.dropout, eps),
+            decoder: Decoder::new(&vs / "decoder", &t.decoder())?,
+            length: LengthPredictor::new(&vs / "length_predictor", d, &cfg.length)?,
+            positions: sinusoidal_positions(cfg.max_positions, d, 0, vs.device()),
+        })
+    }
+
+    pub fn config(&self) -> &NatConfig {
+        &self.cfg
+    }
+
+    pub fn bottleneck(&self) -> &Bottleneck {
+        &self.bottleneck
+    }
+
+    pub fn predictor(&self) -> &LatentPredictor {
+        &self.predictor
+    }
+
+    fn tgt_embed(&self) -> &Embeddings {
+        self.tgt_embed.as_ref().unwrap_or(&self.src_embed)
+    }
+
+    /// Decoder states `[…, d_model]` → logits `[…, vocab_size]`.
+    fn project(&self, h: &Tensor) -> Result<Tensor> {
+        match &self.output_projection {
+            Some(w) => Ok(h.f_linear::<&Tensor>(w, None)?),
+            None => Ok(self.src_embed.project(h)?),
+        }
+    }
+
+    /// Source tokens `[batch, src_len]` → memory and padding.
+    pub fn encode(&self, src: &Tensor, train: bool) -> Result<EncoderOutput> {
+        let src_pad = padding_mask(src, self.cfg.pad_id); // [batch, src_len]
+        let x = self.src_embed.forward(src, 0, train)?; // [batch, src_len, d_model]
+        let memory = self.encoder.forward(&x, &Mask::padding(&src_pad)?, train)?;
+        Ok(EncoderOutput { memory, src_pad })
+    }
+
+    /// Non-padding tokens per row: `[batch, len]` → `[batch]` int64.
+    fn lengths_of(&self, tokens: &Tensor) -> Result<Tensor> {
+        Ok(tokens
+            .f_ne(self.cfg.pad_id)?
+            .f_sum_dim_intlist(1, false, Kind::Int64)?)
+    }
+
+    /// `tokens` `[batch, len]` padded on the right to `n` positions.
+    fn pad_to(&self, tokens: &Tensor, n: i64) -> Result<Tensor> {
+        let (b, len) = tokens.size2()?;
+        if n == len {
+            return Ok(tokens.shallow_clone());
+        }
+        let pad = Tensor::f_full([b, n - len], self.cfg.pad_id, (Kind::Int64, tokens.device()))?;
+        Ok(Tensor::f_cat(&[tokens, &pad], 1)?)
+    }
+
+    /// The decoder's self-attention mask over `n` positions of which each
+    /// row sees its first `visible[i]` (`None`: all).
+    fn self_mask(&self, visible: Option<&Tensor>, n: i64) -> Result<Mask> {
+        match visible {
+            Some(v) => Mask::padding(&length_mask(v, n)).map_err(Into::into),
+            None => Ok(Mask::None),
+        }
+    }
+
+    /// Latent vectors `[b, L, d]` (each row's first `latents[i]` real;
+    /// `None`: all) → decoder states `[b, 2^k·L, d]`; in training, per
+    /// position the gold embedding `gold` `[b, n, d]` replaces the
+    /// decompressed latent with probability 1 − `p`.
+    fn decode_latents(
+        &self,
+        z: &Tensor,
+        latents: Option<&Tensor>,
+        enc: &EncoderOutput,
+        self_mask: &Mask,
+        gold: Option<(&Tensor, f64)>,
+        train: bool,
+    ) -> Result<Tensor> {
+        let dz = self.decompressor.forward(z, latents, train)?; // [b, n, d]
+        let (b, n, _) = dz.size3()?;
+        if n > self.cfg.max_positions {
+            return Err(LatentError::Shape(format!(
+                "{n} target positions exceed max_positions {}",
+                self.cfg.max_positions
+            )));
+        }
+        let pos = self.positions.f_narrow(0, 0, n)?; // [n, d]
+        let mut x = dz.f_add(&pos)?.f_dropout(self.cfg.dropout, train)?; // [b, n, d]
+        if let Some((y, p)) = gold {
+            if p < 1.0 {
+                let latent = Tensor::f_rand([b, n, 1], (Kind::Float, x.device()))?.f_lt(p)?;
+                x = x.f_where_self(&latent, y)?;
+            }
+        }
+        Ok(self.decoder.forward(&x, self_mask, &enc.memory, &enc.memory_mask()?, train)?)
+    }
+
+    /// Loss of a batch and its codes (for codebook statistics; `None` when
+    /// the bottleneck is bypassed).
+    pub fn loss_with_codes(
+        &self,
+        src: &Tensor,
+        tgt: &Tensor,
+        step: i64,
+        train: bool,
+    ) -> Result<(NatLoss, Option<LatentCodes>)> {
+        let cfg = &self.cfg;
+        let (_, t) = tgt.size2()?;
+        let n = cfg.train_length(t, src.size2()?.1);
+        if n > cfg.max_positions {
+            return Err(LatentError::Shape(format!(
+                "target padded to {n} positions exceeds max_positions {}",
+                cfg.max_positions
+            )));
+        }
+        let enc = self.encode(src, train)?;
+        let tgt_lens = self.lengths_of(tgt)?; // [b]
+        let src_lens = self.lengths_of(src)?; // [b]
+        let tgt_p = self.pad_to(tgt, n)?; // [b, n]
+        let y = self.tgt_embed().forward(&tgt_p, 0, train)?; // [b, n, d]
+        let h = self.compressor.forward(&y, train)?; // [b, L, d]
+        let zero = || Tensor::f_zeros([], (Kind::Float, src.device()));
+        let (z, bottleneck_loss, commitment, codes) = if cfg.bypass_bottleneck {
+            (h, zero()?, zero()?, None)
+        } else {
+            let out = self.bottleneck.forward(&h, train)?;
+            let loss = out.loss();
+            let codes = LatentCodes { codes: out.codes, soft_targets: out.soft_targets };
+            (out.quantized, loss, out.commitment_loss, Some(codes))
+        };
+        let (visible, latents) = match cfg.length.rule {
+            LengthRule::T2t => (None, None),
+            _ => (Some(&tgt_lens), Some(self.latent_count(&tgt_lens)?)),
+        };
+        let p = if train { cfg.schedule.latent_mix(step) } else { 1.0 };
+        let hidden = self.decode_latents(
+            &z,
+            latents.as_ref(),
+            &enc,
+            &self.self_mask(visible, n)?,
+            Some((&y, p)),
+            train,
+        )?; // [b, n, d]
+
+        // Token loss over the real target positions only.
+        let keep = tgt_p.f_ne(cfg.pad_id)?.f_flatten(0, -1)?.f_nonzero()?.f_squeeze_dim(1)?; // [m]
+        let h = hidden.f_reshape([-1, cfg.d_model])?.f_index_select(0, &keep)?; // [m, d]
+        let target = tgt_p.f_flatten(0, -1)?.f_index_select(0, &keep)?; // [m]
+        let tok = label_smoothed_cross_entropy(
+            &self.project(&h)?,
+            &target,
+            cfg.schedule.label_smoothing,
+            cfg.pad_id,
+        )?;
+        let tokens = tok.tokens.double_value(&[]);
+        let token_loss = tok.loss();
+        let token_nll = tok.nll().double_value(&[]);
+
+        let latent_on = cfg.schedule.latent_loss_on(step);
+        let latent_ce = match &codes {
+            Some(c) if latent_on || !train => Some(self.latent_loss(c, &enc, &tgt_lens, n, train)?),
+            _ => None,
+        };
+        let length_ce = self.length.loss(&enc.memory, &enc.src_pad, &src_lens, &tgt_lens)?;
+
+        let mut total = token_loss.f_add(&bottleneck_loss)?.f_add(&length_ce)?;
+        if let (Some(l), true) = (&latent_ce, latent_on) {
+            total = total.f_add(&l.f_mul_scalar(cfg.schedule.latent_loss_weight)?)?;
+        }
+        let mut metrics = vec![
+            ("token_loss", token_loss.double_value(&[])),
+            ("token_nll", token_nll),
+            ("commitment", commitment.double_value(&[])),
+            ("length_ce", length_ce.double_value(&[])),
+            ("latent_mix", p),
+        ];
+        if let Some(l) = &latent_ce {
+            metrics.push(("latent_ce", l.double_value(&[])));
+        }
+        Ok((NatLoss { total, tokens, metrics }, codes))
+    }
+
+    /// Cross-entropy of the latent predictor against the codes' targets
+    /// (EM: soft; otherwise one-hot), mean over slices and over the latents
+    /// that cover real target positions (all of them for the `t2t` rule).
+    fn latent_loss(
+        &self,
+        codes: &LatentCodes,
+        enc: &EncoderOutput,
+        tgt_lens: &Tensor,
+        n: i64,
+        train: bool,
+    ) -> Result<Tensor> {
+        let k = self.bottleneck.codebook_size();
+        let emb = self.bottleneck.embed_codes(&codes.codes)?.f_detach()?; // [b, L, d]
+        let logits = self.predictor.forward(&emb, &enc.memory, &enc.memory_mask()?, train)?; // [b, L, n_c, K]
+        let lp = logits.f_log_softmax(-1, Kind::Float)?;
+        let target = match (&codes.soft_targets, self.cfg.bottleneck.kind) {
+            (Some(r), BottleneckKind::Em) => r.f_detach()?,
+            _ => codes.codes.f_one_hot(k)?.f_to_kind(Kind::Float)?,
+        }; // [b, L, n_c, K]
+        let ce = target
+            .f_mul(&lp)?
+            .f_sum_dim_intlist(-1, false, Kind::Float)?
+            .f_neg()?
+            .f_mean_dim(-1, false, Kind::Float)?; // [b, L]
+        let l = n / self.cfg.block();
+        let real = match self.cfg.length.rule {
+            LengthRule::T2t => Tensor::f_ones([ce.size()[0], l], (Kind::Float, ce.device()))?,
+            _ => length_mask(&self.latent_count(tgt_lens)?, l)
+                .f_logical_not()?
+                .f_to_kind(Kind::Float)?,
+        }; // [b, L]
+        Ok(ce.f_mul(&real)?.f_sum(Kind::Float)?.f_div(&real.f_sum(Kind::Float)?.f_clamp_min(1.0)?)?)
+    }
+
+    /// ⌈len/2^k⌉: the latents that cover `lens` `[b]` positions.
+    fn latent_count(&self, lens: &Tensor) -> Result<Tensor> {
+        let block = self.cfg.block();
+        Ok(lens.f_add_scalar(block - 1)?.f_div_scalar_mode(block, "floor")?)
+    }
+
+    /// Target lengths (EOS included, at most `max_positions`) of each row.
+    fn target_lengths(&self, enc: &EncoderOutput, src: &Tensor) -> Result<Vec<i64>> {
+        let src_lens = self.lengths_of(src)?;
+        let lens = self.length.lengths(&enc.memory, &enc.src_pad, &src_lens, 1)?;
+        Ok(lens
+            .into_iter()
+            .map(|l| l[0].clamp(1, self.cfg.max_positions))
+            .collect())
+    }
+
+    /// How many positions of row `i` the decoder shows: the length, rounded
+    /// up to 2^k for the `t2t` rule (whose training pads and shows them).
+    fn visible(&self, lens: &[i64]) -> Vec<i64> {
+        lens.iter()
+            .map(|&l| match self.cfg.length.rule {
+                LengthRule::T2t => self.cfg.round_up(l),
+                _ => l,
+            })
+            .collect()
+    }
+
+    fn require_latents(&self) -> Result<()> {
+        if self.cfg.bypass_bottleneck {
+            return Err(LatentError::Config(
+                "bypass_bottleneck = true: there are no codes to predict (use reconstruct)".into(),
+            ));
+        }
+        Ok(())
+    }
+
+    /// `codes` `[b, L, n_c]` → token ids per row: decompress, decode all
+    /// positions in one pass, argmax, keep each row's `lens[i]` positions and
+    /// cut at the first EOS.
+    pub fn decode_codes(&self, codes: &Tensor, enc: &EncoderOutput, lens: &[i64]) -> Result<Vec<Vec<i64>>> {
+        let z = self.bottleneck.embed_codes(codes)?; // [b, L, d]
+        self.decode_vectors(&z, enc, lens)
+    }
+
+    fn decode_vectors(&self, z: &Tensor, enc: &EncoderOutput, lens: &[i64]) -> Result<Vec<Vec<i64>>> {
+        let n = z.size()[1] * self.cfg.block();
+        let visible = self.visible(lens);
+        let (mask, latents) = if visible.iter().all(|&v| v >= n) {
+            (Mask::None, None)
+        } else {
+            let v = Tensor::from_slice(&visible).f_to_device(z.device())?;
+            (self.self_mask(Some(&v), n)?, Some(self.latent_count(&v)?))
+        };
+        let h = self.decode_latents(z, latents.as_ref(), enc, &mask, None, false)?; // [b, n, d]
+        let ids = self.project(&h)?.f_argmax(-1, false)?; // [b, n]
+        let rows = Vec::<Vec<i64>>::try_from(ids)?;
+        Ok(rows
+            .into_iter()
+            .zip(visible)
+            .map(|(row, v)| {
+                row.into_iter()
+                    .take(v as usize)
+                    .take_while(|&t| t != self.cfg.eos_id)
+                    .collect()
+            })
+            .collect())
+    }
+
+    /// Autoencoding: the targets' own latents (quantised, or straight
+    /// through when bypassed) decoded in one pass at the true lengths.
+    pub fn reconstruct(&self, src: &Tensor, tgt: &Tensor) -> Result<Vec<Vec<i64>>> {
+        tch::no_grad(|| {
+            let enc = self.encode(src, false)?;
+            let lens: Vec<i64> = Vec::try_from(self.lengths_of(tgt)?)?;
+            let n = self.cfg.train_length(tgt.size2()?.1, src.size2()?.1);
+            let y = self.tgt_embed().forward(&self.pad_to(tgt, n)?, 0, false)?; // [b, n, d]
+            let h = self.compressor.forward(&y, false)?; // [b, L, d]
+            let z = if self.cfg.bypass_bottleneck {
+                h
+            } else {
+                self.bottleneck.forward(&h, false)?.quantized
+            };
+            self.decode_vectors(&z, &enc, &lens)
+        })
+    }
+
+    /// Greedy (or, with `sample = (temperature, seed)`, sampled) latent
+    /// codes `[b, L, n_c]` on the predictor's cache; `steps` counts the
+    /// cached steps. Sampling draws its own Gumbel noise from `seed`, so it
+    /// repeats whatever else uses LibTorch's generator.
+    fn predict_latents(
+        &self,
+        enc: &EncoderOutput,
+        l: i64,
+        sample: Option<(f64, u64)>,
+        steps: &mut i64,
+    ) -> Result<Tensor> {
+        let b = enc.memory.size()[0];
+        let mut cache = self.predictor.start(&enc.memory, enc.memory_mask()?)?;
+        let mut prev: Option<Tensor> = None;
+        let mut out = Vec::with_capacity(l as usize);
+        let mut rng = sample.map(|(_, seed)| SplitMix64(seed));
+        for _ in 0..l {
+            let logits = self.predictor.step(prev.as_ref(), &mut cache, b)?; // [b, n_c, K]
+            *steps += 1;
+            let codes = match (sample, rng.as_mut()) {
+                (Some((t, _)), Some(rng)) => {
+                    let size = logits.size();
+                    let noise: Vec<f32> = (0..logits.numel()).map(|_| rng.gumbel()).collect();
+                    let g = Tensor::from_slice(&noise).f_view(size.as_slice())?.f_to_device(logits.device())?;
+                    logits.f_div_scalar(t)?.f_add(&g)?.f_argmax(-1, false)? // [b, n_c]
+                }
+                _ => logits.f_argmax(-1, false)?, // [b, n_c]
+            };
+            prev = Some(self.bottleneck.embed_codes(&codes)?.f_unsqueeze(1)?); // [b, 1, d]
+            out.push(codes);
+        }
+        Ok(Tensor::f_stack(&out, 1)?) // [b, L, n_c]
+    }
+
+    /// Beam search over latent codes: `beam` hypotheses per row, each step
+    /// extended by the best joint choices over the n_c slices; rows stop
+    /// scoring after their own ⌈len/2^k⌉ latents. Returns the best `[b, L, n_c]`.
+    fn beam_latents(
+        &self,
+        enc: &EncoderOutput,
+        l: i64,
+        row_latents: &[i64],
+        beam: i64,
+        steps: &mut i64,
+    ) -> Result<Tensor> {
+        let b = enc.memory.size()[0];
+        let (bb, s) = (b * beam, self.bottleneck.slices());
+        let device = enc.memory.device();
+        let rep = enc.repeat_interleave(beam)?;
+        let mut cache = self.predictor.start(&rep.memory, rep.memory_mask()?)?;
+        let init: Vec<f32> = (0..bb).map(|i| if i % beam == 0 { 0.0 } else { -1e9 }).collect();
+        let mut scores = Tensor::from_slice(&init).f_to_device(device)?; // [bB]
+        let mut hist = Tensor::f_zeros([bb, 0, s], (Kind::Int64, device))?; // [bB, j, n_c]
+        let rows: Vec<i64> = row_latents.iter().flat_map(|&r| std::iter::repeat_n(r, beam as usize)).collect();
+        let row_latents = Tensor::from_slice(&rows).f_to_device(device)?; // [bB]
+        let base = Tensor::f_arange(b, (Kind::Int64, device))?.f_mul_scalar(beam)?.f_unsqueeze(1)?; // [b, 1]
+        let mut prev: Option<Tensor> = None;
+        for j in 0..l {
+            let lp = self
+                .predictor
+                .step(prev.as_ref(), &mut cache, bb)?
+                .f_log_softmax(-1, Kind::Float)?; // [bB, n_c, K]
+            *steps += 1;
+            // The best `beam` joint codes over the slices, slice by slice.
+            let mut cs = Tensor::f_zeros([bb, 1], (Kind::Float, device))?; // [bB, C]
+            let mut cc = Tensor::f_zeros([bb, 1, 0], (Kind::Int64, device))?; // [bB, C, n_c']
+            for slice in 0..s {
+                let lps = lp.f_select(1, slice)?; // [bB, K]
+                let k = lps.size()[1];
+                let tot = cs.f_unsqueeze(2)?.f_add(&lps.f_unsqueeze(1)?)?.f_flatten(1, 2)?; // [bB, C·K]
+                let keep = beam.min(tot.size()[1]);
+                let (v, idx) = tot.f_topk(keep, -1, true, true)?; // [bB, C']
+                let from = idx.f_div_scalar_mode(k, "floor")?;
+                let code = idx.f_remainder(k)?;
+                let gathered = cc.f_gather(1, &from.f_unsqueeze(2)?.f_expand([bb, keep, slice], false)?, false)?;
+                cc = Tensor::f_cat(&[gathered, code.f_unsqueeze(2)?], 2)?; // [bB, C', slice+1]
+                cs = v;
+            }
+            let c = cs.size()[1];
+            // Rows past their latent length keep their hypotheses unchanged.
+            let active = row_latents.f_gt(j)?.f_unsqueeze(1)?; // [bB, 1]
+            let frozen: Vec<f32> = (0..c).map(|i| if i == 0 { 0.0 } else { -1e9 }).collect();
+            let frozen = Tensor::from_slice(&frozen).f_to_device(device)?.f_unsqueeze(0)?; // [1, C]
+            let cs = cs.f_where_self(&active, &frozen)?; // [bB, C]
+            let total = scores.f_unsqueeze(1)?.f_add(&cs)?.f_reshape([b, beam * c])?; // [b, B·C]
+            let (top, idx) = total.f_topk(beam, -1, true, true)?; // [b, B]
+            let src_beam = idx.f_div_scalar_mode(c, "floor")?.f_add(&base)?.f_flatten(0, 1)?; // [bB]
+            let chosen = cc
+                .f_reshape([b, beam * c, s])?
+                .f_gather(1, &idx.f_unsqueeze(2)?.f_expand([b, beam, s], false)?, false)?
+                .f_reshape([bb, s])?; // [bB, n_c]
+            cache.reorder_beams(&src_beam)?;
+            hist = Tensor::f_cat(&[hist.f_index_select(0, &src_beam)?, chosen.f_unsqueeze(1)?], 1)?;
+            scores = top.f_flatten(0, 1)?;
+            prev = Some(self.bottleneck.embed_codes(&chosen)?.f_unsqueeze(1)?); // [bB, 1, d]
+        }
+        // topk sorts, so each row's first hypothesis is its best.
+        Ok(hist.f_reshape([b, beam, l, s])?.f_select(1, 0)?) // [b, L, n_c]
+    }
+
+    /// [`NatModel::translate`] with counts and timings.
+    pub fn translate_with_stats(
+        &self,
+        src: &Tensor,
+        settings: &NatDecode,
+    ) -> Result<(Vec<Vec<i64>>, DecodeStats)> {
+        self.require_latents()?;
+        tch::no_grad(|| {
+            let mut stats = DecodeStats::default();
+            let t0 = Instant::now();
+            let enc = self.encode(src, false)?;
+            let lens = self.target_lengths(&enc, src)?;
+            let t1 = Instant::now();
+            let block = self.cfg.block();
+            let row_latents: Vec<i64> = lens.iter().map(|&n| (n + block - 1) / block).collect();
+            let l = row_latents.iter().copied().max().unwrap_or(1);
+            let codes = if settings.latent_beam > 1 {
+                self.beam_latents(&enc, l, &row_latents, settings.latent_beam as i64, &mut stats.latent_steps)?
+            } else {
+                self.predict_latents(&enc, l, None, &mut stats.latent_steps)?
+            };
+            let t2 = Instant::now();
+            let out = self.decode_codes(&codes, &enc, &lens)?;
+            stats.decoder_passes += 1;
+            stats.encode_seconds = (t1 - t0).as_secs_f64();
+            stats.latent_seconds = (t2 - t1).as_secs_f64();
+            stats.decode_seconds = t2.elapsed().as_secs_f64();
+            stats.lengths = lens;
+            Ok((out, stats))
+        })
+    }
+}
+
+impl NatModel for LatentNat {
+    fn loss(&self, src: &Tensor, tgt: &Tensor, step: i64, train: bool) -> Result<NatLoss> {
+        Ok(self.loss_with_codes(src, tgt, step, train)?.0)
+    }
+
+    fn translate(&self, src: &Tensor, settings: &NatDecode) -> Result<Vec<Vec<i64>>> {
+        Ok(self.translate_with_stats(src, settings)?.0)
+    }
+
+    /// `n` sampled latent sequences (softmax temperature and seed from
+    /// `settings`; Gumbel-max sampling) at the predicted length, decoded in
+    /// one batch.
+    fn candidates(&self, src: &Tensor, n: usize, settings: &NatDecode) -> Result<Vec<Vec<i64>>> {
+        self.require_latents()?;
+        if src.size2()?.0 != 1 || n == 0 {
+            return Err(LatentError::Shape(format!(
+                "candidates need one source row and n ≥ 1, got {:?} and n = {n}",
+                src.size()
+            )));
+        }
+        tch::no_grad(|| {
+            let enc = self.encode(src, false)?;
+            let len = self.target_lengths(&enc, src)?[0];
+            let l = (len + self.cfg.block() - 1) / self.cfg.block();
+            let rep = enc.repeat_interleave(n as i64)?;
+            let mut steps = 0;
+            let sample = Some((settings.temperature, settings.seed));
+            let codes = self.predict_latents(&rep, l, sample, &mut steps)?;
+            self.decode_codes(&codes, &rep, &vec![len; n])
+        })
+    }
+}
+
+/// SplitMix64 (Steele et al. 2014): a small seeded generator for the
+/// sampling noise.
+struct SplitMix64(u64);
+
+impl SplitMix64 {
+    fn next_u64(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+
+    /// A standard Gumbel draw −ln(−ln u), u uniform in (0, 1).
+    fn gumbel(&mut self) -> f32 {
+        let u = ((self.next_u64() >> 11) as f64 + 0.5) / (1u64 << 53) as f64;
+        (-(-u.ln()).ln()) as f32
+    }
+}
+
+/// Copies into `vs` every tensor of `teacher` whose name and shape match a
+/// variable of `vs` (a teacher's embeddings, encoder and decoder layers into
+/// a NAT); returns the names copied, sorted.
+pub fn init_from_teacher(vs: &VarStore, teacher: &Checkpoint) -> Result<Vec<String>> {
+    let mut copied = Vec::new();
+    tch::no_grad(|| -> Result<()> {
+        for (name, mut var) in vs.variables() {
+            if let Some(t) = teacher.tensors.get(&name) {
+                if t.size() == var.size() {
+                    var.f_copy_(&t.f_to_kind(var.kind())?.f_to_device(var.device())?)?;
+                    copied.push(name);
+                }
+            }
+        }
+        Ok(())
+    })?;
+    copied.sort();
+    Ok(copied)
+}

@@ -1,0 +1,316 @@
+//! The latent-Transformer NAT (Roy et al. 2018, arXiv 1805.11063) on tiny
+//! models: length bookkeeping of compression, overfitting through the
+//! compressor/decompressor, the inference step counts, the predictor's cache,
+//! teacher initialisation.
+
+use std::collections::BTreeSet;
+
+use emvq_bottleneck::{BottleneckConfig, BottleneckKind};
+use emvq_latent::compress::{Compressor, Decompressor};
+use emvq_latent::{
+    init_from_teacher, LatentNat, LengthConfig, LengthRule, NatConfig, NatDecode, NatModel,
+    ScheduleConfig,
+};
+use emvq_tensor::Checkpoint;
+use emvq_transformer::{Activation, Adam, AdamConfig, Seq2Seq};
+use tch::{nn::VarStore, Device, Kind, Tensor};
+
+const PAD: i64 = 0;
+const EOS: i64 = 2;
+const VOCAB: i64 = 24;
+
+fn tiny(rule: LengthRule, k: i64) -> NatConfig {
+    NatConfig {
+        vocab_size: VOCAB,
+        d_model: 32,
+        heads: 4,
+        d_ff: 64,
+        encoder_layers: 1,
+        decoder_layers: 2,
+        predictor_layers: 1,
+        dropout: 0.0,
+        attention_dropout: 0.0,
+        relu_dropout: 0.0,
+        prenorm: true,
+        tie_embeddings: true,
+        max_positions: 64,
+        layer_norm_eps: 1e-6,
+        activation: Activation::Relu,
+        pad_id: PAD,
+        bos_id: 1,
+        eos_id: EOS,
+        compress_steps: k,
+        residual_blocks: 1,
+        bypass_bottleneck: false,
+        bottleneck: BottleneckConfig {
+            kind: BottleneckKind::Vq,
+            bits: 4,
+            ..Default::default()
+        },
+        length: LengthConfig { rule, ratio_a: 1.0, ratio_b: 0.0, max_offset: 4 },
+        schedule: ScheduleConfig {
+            mix_gold: false,
+            mix_linear_steps: 1,
+            mix_exp_steps: 1,
+            latent_loss_start: 0,
+            latent_loss_weight: 1.0,
+            label_smoothing: 0.0,
+        },
+    }
+}
+
+/// Rows of ids (each gets EOS) → `[batch, max_len + 1]`, padded.
+fn batch(rows: &[Vec<i64>]) -> Tensor {
+    let width = rows.iter().map(Vec::len).max().unwrap_or(0) + 1;
+    let flat: Vec<i64> = rows
+        .iter()
+        .flat_map(|r| {
+            let mut r = r.clone();
+            r.push(EOS);
+            r.resize(width, PAD);
+            r
+        })
+        .collect();
+    Tensor::from_slice(&flat).view([rows.len() as i64, width as i64])
+}
+
+#[test]
+fn compression_round_trip_restores_every_length_under_the_padding_rule() {
+    tch::manual_seed(0);
+    for k in [1, 2, 3] {
+        for rule in [LengthRule::Ratio, LengthRule::T2t] {
+            let cfg = tiny(rule, k);
+            let vs = VarStore::new(Device::Cpu);
+            let c = Compressor::new(vs.root() / "c", 32, k, 1, 0.0, 1e-6);
+            let d = Decompressor::new(vs.root() / "d", 32, k, 0.0, 1e-6);
+            for len in 1..=40i64 {
+                let src_len = (len + 1) / 2;
+                let n = cfg.train_length(len, src_len);
+                assert_eq!(n % (1 << k), 0);
+                assert!(n >= len);
+                match rule {
+                    LengthRule::T2t => assert!(n >= 2 * src_len && n < len.max(2 * src_len) + (1 << k)),
+                    _ => assert!(n < len + (1 << k)),
+                }
+                let x = Tensor::randn([2, n, 32], (Kind::Float, Device::Cpu));
+                let z = c.forward(&x, false).unwrap();
+                assert_eq!(z.size(), vec![2, n >> k, 32]);
+                assert_eq!(d.forward(&z, None, false).unwrap().size(), vec![2, n, 32], "k {k} len {len}");
+            }
+            // With lengths, a short row decompresses as it would alone.
+            let z = Tensor::randn([2, 5, 32], (Kind::Float, Device::Cpu));
+            let lens = Tensor::from_slice(&[3i64, 5]);
+            let both = d.forward(&z, Some(&lens), false).unwrap();
+            let alone = d.forward(&z.narrow(0, 0, 1).narrow(1, 0, 3), None, false).unwrap();
+            let diff = (both.narrow(0, 0, 1).narrow(1, 0, 3 << k) - alone).abs().max().double_value(&[]);
+            assert!(diff < 1e-5, "k {k}: {diff}");
+            // Lengths that are not a multiple of 2^k are rejected.
+            if k > 0 {
+                let odd = Tensor::randn([1, (1 << k) + 1, 32], (Kind::Float, Device::Cpu));
+                assert!(c.forward(&odd, false).is_err());
+            }
+        }
+    }
+}
+
+/// 20 (source, target) pairs: target = source reversed, shifted by 3.
+fn pairs() -> (Tensor, Tensor, Vec<Vec<i64>>) {
+    tch::manual_seed(7);
+    let mut srcs = Vec::new();
+    let mut tgts = Vec::new();
+    for i in 0..20i64 {
+        let len = 3 + i % 6;
+        let s: Vec<i64> = (0..len).map(|j| 3 + (i * 7 + j * 5 + j * j) % (VOCAB - 6)).collect();
+        let t: Vec<i64> = s.iter().rev().map(|&x| x + 3).collect();
+        srcs.push(s);
+        tgts.push(t);
+    }
+    (batch(&srcs), batch(&tgts), tgts)
+}
+
+#[test]
+fn tiny_nat_with_the_bottleneck_bypassed_overfits_twenty_pairs() {
+    tch::manual_seed(1);
+    let mut cfg = tiny(LengthRule::Ratio, 1);
+    cfg.bypass_bottleneck = true;
+    let vs = VarStore::new(Device::Cpu);
+    let model = LatentNat::new(vs.root(), &cfg).unwrap();
+    let mut opt = Adam::new(&vs, &AdamConfig::default()).unwrap();
+    let (src, tgt, want) = pairs();
+    let first = model.loss(&src, &tgt, 0, true).unwrap();
+    let first_loss = first.total.double_value(&[]);
+    assert!(first.tokens > 100.0);
+    let mut last = f64::NAN;
+    for step in 1..=300 {
+        opt.zero_grad();
+        let out = model.loss(&src, &tgt, step, true).unwrap();
+        out.total.backward();
+        opt.step(3e-3).unwrap();
+        last = out.total.double_value(&[]);
+        if step > 100 && last < 0.01 {
+            break;
+        }
+    }
+    assert!(last < 0.05 * first_loss, "loss {first_loss} → {last}");
+    assert_eq!(model.reconstruct(&src, &tgt).unwrap(), want);
+    // A bypassed model has no codes to predict.
+    assert!(model.translate(&src, &NatDecode::default()).is_err());
+}
+
+#[test]
+fn tiny_nat_with_a_vq_bottleneck_learns_to_translate_twenty_pairs() {
+    tch::manual_seed(3);
+    // Length = |x| (ratio 1, 0): source and target have equal lengths here.
+    let mut cfg = tiny(LengthRule::Ratio, 1);
+    cfg.bottleneck.bits = 6;
+    cfg.bottleneck.decay = 0.9;
+    let vs = VarStore::new(Device::Cpu);
+    let model = LatentNat::new(vs.root(), &cfg).unwrap();
+    let mut opt = Adam::new(&vs, &AdamConfig::default()).unwrap();
+    let (src, tgt, want) = pairs();
+    let mut parts = Vec::new();
+    for step in 1..=600 {
+        opt.zero_grad();
+        let out = model.loss(&src, &tgt, step, true).unwrap();
+        out.total.backward();
+        opt.step(3e-3).unwrap();
+        parts = out.metrics.clone();
+        if step % 50 == 0 && model.translate(&src, &NatDecode::default()).unwrap() == want {
+            break;
+        }
+    }
+    let got = model.translate(&src, &NatDecode::default()).unwrap();
+    let correct = got.iter().zip(&want).filter(|(a, b)| a == b).count();
+    assert!(correct >= 18, "{correct}/20 exact; last loss parts {parts:?}");
+    let names: BTreeSet<&str> = parts.iter().map(|(n, _)| *n).collect();
+    for n in ["token_nll", "commitment", "latent_ce", "length_ce", "latent_mix"] {
+        assert!(names.contains(n), "{n} missing from {names:?}");
+    }
+    // A beam over latents scores at least as well; it decodes the same here.
+    let beam = model
+        .translate(&src, &NatDecode { latent_beam: 3, ..Default::default() })
+        .unwrap();
+    let beam_correct = beam.iter().zip(&want).filter(|(a, b)| a == b).count();
+    assert!(beam_correct >= 18, "beam {beam_correct}/20");
+}
+
+#[test]
+fn inference_makes_ceil_len_over_block_latent_steps_and_one_decoder_pass() {
+    tch::manual_seed(2);
+    for (k, rule) in [(2, LengthRule::Ratio), (3, LengthRule::Ratio), (2, LengthRule::T2t)] {
+        let cfg = tiny(rule, k);
+        let vs = VarStore::new(Device::Cpu);
+        let model = LatentNat::new(vs.root(), &cfg).unwrap();
+        for src_len in 1..=12i64 {
+            let row: Vec<i64> = (0..src_len - 1).map(|j| 3 + j % 10).collect();
+            let src = batch(&[row]); // src_len tokens with EOS
+            let len = if rule == LengthRule::T2t { 2 * src_len } else { src_len };
+            for beam in [1, 2] {
+                let settings = NatDecode { latent_beam: beam, ..Default::default() };
+                let (out, stats) = model.translate_with_stats(&src, &settings).unwrap();
+                assert_eq!(stats.lengths, vec![len]);
+                assert_eq!(stats.latent_steps, (len + (1 << k) - 1) >> k, "k {k} len {len}");
+                assert_eq!(stats.decoder_passes, 1);
+                assert!(out[0].len() as i64 <= cfg.round_up(len));
+                assert!(!out[0].contains(&EOS));
+            }
+        }
+        // A batch takes as many steps as its longest row, in one pass.
+        let src = batch(&[vec![3; 2], vec![4; 9], vec![5; 5]]);
+        let (out, stats) = model.translate_with_stats(&src, &NatDecode::default()).unwrap();
+        let len = if rule == LengthRule::T2t { 20 } else { 10 };
+        assert_eq!(stats.latent_steps, (len + (1 << k) - 1) >> k);
+        assert_eq!(stats.decoder_passes, 1);
+        assert_eq!(out.len(), 3);
+        // Batched translation equals row-by-row translation.
+        for (i, row) in [vec![3; 2], vec![4; 9], vec![5; 5]].iter().enumerate() {
+            assert_eq!(model.translate(&batch(&[row.clone()]), &NatDecode::default()).unwrap()[0], out[i]);
+        }
+    }
+}
+
+#[test]
+fn cached_latent_prediction_equals_the_full_forward() {
+    tch::manual_seed(4);
+    let mut cfg = tiny(LengthRule::Ratio, 2);
+    cfg.predictor_layers = 2;
+    cfg.bottleneck.slices = 2;
+    let vs = VarStore::new(Device::Cpu);
+    let model = LatentNat::new(vs.root(), &cfg).unwrap();
+    let src = batch(&[vec![3, 4, 5, 6], vec![7, 8]]);
+    let enc = model.encode(&src, false).unwrap();
+    let codes = Tensor::randint(16, [2, 5, 2], (Kind::Int64, Device::Cpu));
+    let emb = model.bottleneck().embed_codes(&codes).unwrap(); // [2, 5, 32]
+    let p = model.predictor();
+    let full = p.forward(&emb, &enc.memory, &enc.memory_mask().unwrap(), false).unwrap(); // [2, 5, 2, 16]
+    assert_eq!(full.size(), vec![2, 5, 2, 16]);
+    let mut cache = p.start(&enc.memory, enc.memory_mask().unwrap()).unwrap();
+    for j in 0..5 {
+        let prev = (j > 0).then(|| emb.narrow(1, j - 1, 1));
+        let step = p.step(prev.as_ref(), &mut cache, 2).unwrap(); // [2, 2, 16]
+        let diff = (step - full.select(1, j)).abs().max().double_value(&[]);
+        assert!(diff < 1e-5, "step {j}: {diff}");
+    }
+    // The causal mask: changing later codes leaves earlier logits alone.
+    let later = emb.copy();
+    let _ = later.narrow(1, 3, 2).fill_(1.0);
+    let again = p.forward(&later, &enc.memory, &enc.memory_mask().unwrap(), false).unwrap();
+    let diff = (again.narrow(1, 0, 4) - full.narrow(1, 0, 4)).abs().max().double_value(&[]);
+    assert!(diff < 1e-5);
+}
+
+#[test]
+fn candidates_are_seeded_samples_of_one_source() {
+    tch::manual_seed(5);
+    let cfg = tiny(LengthRule::Ratio, 2);
+    let vs = VarStore::new(Device::Cpu);
+    let model = LatentNat::new(vs.root(), &cfg).unwrap();
+    let src = batch(&[vec![3, 4, 5, 6, 7, 8]]);
+    let settings = NatDecode { latent_beam: 1, temperature: 2.0, seed: 11 };
+    let a = model.candidates(&src, 6, &settings).unwrap();
+    let b = model.candidates(&src, 6, &settings).unwrap();
+    assert_eq!(a.len(), 6);
+    assert_eq!(a, b);
+    assert!(a.iter().all(|c| c.len() <= 7));
+    assert!(model.candidates(&batch(&[vec![3], vec![4]]), 2, &settings).is_err());
+}
+
+#[test]
+fn teacher_initialisation_copies_exactly_the_matching_tensors() {
+    tch::manual_seed(6);
+    let cfg = tiny(LengthRule::Predicted, 2);
+    let mut tcfg = cfg.transformer();
+    tcfg.decoder_layers = 3; // layer 2 has no NAT counterpart
+    tcfg.d_ff = 48; // feed-forwards differ in shape: not copied
+    let teacher_vs = VarStore::new(Device::Cpu);
+    let _teacher = Seq2Seq::new(teacher_vs.root(), &tcfg).unwrap();
+    let teacher = Checkpoint::from_var_store(&teacher_vs);
+    let vs = VarStore::new(Device::Cpu);
+    let _nat = LatentNat::new(vs.root(), &cfg).unwrap();
+    let before = Checkpoint::from_var_store(&vs);
+    let copied = init_from_teacher(&vs, &teacher).unwrap();
+    let nat_vars = vs.variables();
+    let expected: Vec<String> = {
+        let mut e: Vec<String> = nat_vars
+            .iter()
+            .filter(|(n, t)| teacher.tensors.get(*n).is_some_and(|x| x.size() == t.size()))
+            .map(|(n, _)| n.clone())
+            .collect();
+        e.sort();
+        e
+    };
+    assert_eq!(copied, expected);
+    assert!(copied.contains(&"embed_tokens.weight".to_string()));
+    assert!(copied.contains(&"encoder.layers.0.self_attn.in_proj_weight".to_string()));
+    assert!(copied.contains(&"decoder.layers.1.multihead_attn.in_proj_weight".to_string()));
+    // Feed-forwards differ in width: only `linear2.bias` ([d_model]) matches.
+    assert!(!copied.iter().any(|n| n.contains("linear1") || n.ends_with("linear2.weight")));
+    assert!(copied.contains(&"decoder.layers.0.linear2.bias".to_string()));
+    for (name, t) in &nat_vars {
+        let source = if copied.contains(name) { &teacher.tensors[name] } else { &before.tensors[name] };
+        assert!(t.equal(source), "{name}");
+    }
+    assert!(nat_vars.keys().any(|n| n.starts_with("latent_predictor.")));
+    assert!(nat_vars.keys().any(|n| n.starts_with("length_predictor.")));
+    assert!(!copied.iter().any(|n| n.starts_with("compress") || n.starts_with("latent_predictor")));
+}
