@@ -172,19 +172,17 @@ pub fn uniform_copy(
     Ok((ids, tgt_pad))
 }
 
-/// Keeps each row's tokens up to (not including) the first EOS.
-fn cut_at_eos(tokens: &Tensor, lens: &[i64], eos_id: i64) -> Result<Vec<Vec<i64>>> {
-    let rows = Vec::<Vec<i64>>::try_from(tokens)?;
-    Ok(rows
-        .into_iter()
-        .zip(lens)
-        .map(|(row, &len)| {
-            row.into_iter()
-                .take(len as usize)
-                .take_while(|&t| t != eos_id)
-                .collect()
+/// Splits the packed tokens of consecutive rows of lengths `lens` and keeps
+/// each row up to (not including) its first EOS.
+fn cut_at_eos(packed: &[i64], lens: &[i64], eos_id: i64) -> Vec<Vec<i64>> {
+    let mut rest = packed;
+    lens.iter()
+        .map(|&len| {
+            let (row, tail) = rest.split_at((len as usize).min(rest.len()));
+            rest = tail;
+            row.iter().copied().take_while(|&t| t != eos_id).collect()
         })
-        .collect())
+        .collect()
 }
 
 /// An encoded source batch.
@@ -330,8 +328,21 @@ impl PlainNat {
             let tgt_lens = Tensor::from_slice(&flat).f_to_device(src.device())?; // [rows]
             let width = flat.iter().copied().max().unwrap_or(1);
             let h = self.decode_hidden(&enc, &tgt_lens, width, false)?; // [rows, width, d_model]
-            let tokens = self.project(&h)?.f_argmax(-1, false)?; // [rows, width]
-            cut_at_eos(&tokens, &flat, self.cfg.eos_id)
+                                                                        // Only real positions go through the output projection.
+            let index = length_mask(&tgt_lens, width)
+                .f_logical_not()?
+                .f_flatten(0, -1)?
+                .f_nonzero()?
+                .f_squeeze_dim(1)?; // [Σ lengths]
+            let h = h
+                .f_reshape([-1, self.cfg.d_model])?
+                .f_index_select(0, &index)?; // [Σ lengths, d_model]
+            let tokens = self.project(&h)?.f_argmax(-1, false)?; // [Σ lengths]
+            Ok(cut_at_eos(
+                &Vec::<i64>::try_from(tokens)?,
+                &flat,
+                self.cfg.eos_id,
+            ))
         })
     }
 
@@ -406,6 +417,16 @@ impl NatModel for PlainNat {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn packed_rows_are_split_and_cut_at_the_first_eos() {
+        let packed = [5, 6, 2, 7, 8, 9, 2, 2, 4];
+        assert_eq!(
+            cut_at_eos(&packed, &[4, 2, 3], 2),
+            vec![vec![5, 6], vec![8, 9], vec![]]
+        );
+        assert_eq!(cut_at_eos(&[3, 4], &[2], 2), vec![vec![3, 4]]);
+    }
 
     #[test]
     fn uniform_copy_index_spreads_the_source_evenly() {

@@ -63,12 +63,22 @@ pub fn teacher_scores(
             .f_view([n, width as i64])?
             .f_to_device(src.device())?; // [n, width]
         let enc = teacher.encode(src, false)?.repeat_interleave(n)?;
-        let logits = teacher.decode(&enc, &shift_right(&tgt, cfg.bos_id)?, false)?; // [n, width, vocab]
-        let lprobs = gather_last(&logits.f_log_softmax(-1, Kind::Float)?, &tgt)?; // [n, width]
-        let keep = tgt.f_ne(cfg.pad_id)?.f_to_kind(Kind::Float)?;
-        let sums = lprobs
-            .f_mul(&keep)?
-            .f_sum_dim_intlist(1, false, Kind::Double)?; // [n]
+        let h = teacher.decode_hidden(&enc, &shift_right(&tgt, cfg.bos_id)?, false)?; // [n, width, d_model]
+                                                                                      // Only real positions (tokens and EOS) go through the softmax.
+        let index = tgt
+            .f_ne(cfg.pad_id)?
+            .f_flatten(0, -1)?
+            .f_nonzero()?
+            .f_squeeze_dim(1)?; // [m]
+        let h = h.f_reshape([-1, cfg.d_model])?.f_index_select(0, &index)?; // [m, d_model]
+        let logits = teacher.project(&h)?.f_to_kind(Kind::Float)?; // [m, vocab]
+        let y = tgt.f_flatten(0, -1)?.f_index_select(0, &index)?; // [m]
+        let lprobs = gather_last(&logits, &y)?
+            .f_sub(&logits.f_logsumexp(&[-1i64][..], false)?)?
+            .f_to_kind(Kind::Double)?; // [m]
+        let rows = index.f_div_scalar_mode(width as i64, "floor")?; // [m]
+        let sums =
+            Tensor::f_zeros([n], (Kind::Double, src.device()))?.f_index_add(0, &rows, &lprobs)?; // [n]
         Ok(Vec::<f64>::try_from(sums)?)
     })
 }
