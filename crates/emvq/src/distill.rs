@@ -114,6 +114,9 @@ pub struct Settings {
 struct Chunk {
     first_line: usize,
     lines: Vec<String>,
+    /// Wall-clock seconds its decoding took.
+    #[serde(default)]
+    seconds: f64,
 }
 
 /// `OUT/record.json`.
@@ -129,13 +132,14 @@ pub struct Record {
     pub chunks: usize,
     /// Chunks read back from an earlier, interrupted run.
     pub chunks_reused: usize,
-    /// Sentences decoded by this invocation.
+    /// Sentences decoded by this invocation (the others were reused).
     pub sentences_decoded: usize,
-    /// Wall-clock seconds spent decoding in this invocation.
+    /// Wall-clock seconds spent decoding the whole corpus, summed over its
+    /// chunks (whichever invocation decoded them).
     pub decode_seconds: f64,
-    /// `sentences_decoded / decode_seconds`.
+    /// `sentences / decode_seconds`.
     pub sentences_per_s: f64,
-    /// Wall-clock seconds of the whole command (loading and writing included).
+    /// Wall-clock seconds of this invocation (loading and writing included).
     pub seconds: f64,
     /// BLEU (13a, cased) of the distilled targets against the original targets.
     pub bleu: f64,
@@ -185,7 +189,7 @@ fn chunk_path(out: &Path, index: usize) -> PathBuf {
 }
 
 /// Reads back finished chunk `index`, which must hold lines `first..first + len`.
-fn read_chunk(path: &Path, first: usize, len: usize) -> Result<Vec<String>> {
+fn read_chunk(path: &Path, first: usize, len: usize) -> Result<Chunk> {
     let text =
         std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
     let chunk: Chunk = serde_json::from_str(&text).with_context(|| {
@@ -202,7 +206,7 @@ fn read_chunk(path: &Path, first: usize, len: usize) -> Result<Vec<String>> {
         chunk.first_line + chunk.lines.len(),
         first + len
     );
-    Ok(chunk.lines)
+    Ok(chunk)
 }
 
 /// Decodes `sources` (token ids ending in EOS) in batches of sentences of
@@ -236,7 +240,7 @@ fn decode_chunk(
 }
 
 /// Runs `emvq distill`; returns the record, or `None` when stopped early
-/// by `--stop-after-chunks`.
+/// by `--stop-after-chunks` or when `OUT` was already complete.
 pub fn run(args: &DistillArgs) -> Result<Option<Record>> {
     let start = Instant::now();
     let _guard = tch::no_grad_guard();
@@ -314,13 +318,17 @@ pub fn run(args: &DistillArgs) -> Result<Option<Record>> {
         device: format!("{:?}", teacher.device),
     };
     let settings_path = out.join(SETTINGS_FILE);
+    let (src_lang, tgt_lang) = (&config.data.src_lang, &config.data.tgt_lang);
+    let source_out = out.join(format!("train.{src_lang}"));
+    let target_out = out.join(format!("train.{tgt_lang}"));
+    let record_path = out.join(RECORD_FILE);
     if args.restart {
-        for path in [out.join(CHUNK_DIR), settings_path.clone()] {
-            if path.is_dir() {
-                std::fs::remove_dir_all(&path)?;
-            } else if path.is_file() {
-                std::fs::remove_file(&path)?;
-            }
+        let files = [&settings_path, &record_path, &source_out, &target_out];
+        for path in files.into_iter().filter(|p| p.is_file()) {
+            std::fs::remove_file(path)?;
+        }
+        if out.join(CHUNK_DIR).is_dir() {
+            std::fs::remove_dir_all(out.join(CHUNK_DIR))?;
         }
     }
     if settings_path.is_file() {
@@ -348,6 +356,18 @@ pub fn run(args: &DistillArgs) -> Result<Option<Record>> {
         .with_context(|| format!("writing {}", settings_path.display()))?;
     }
     std::fs::create_dir_all(out.join(CHUNK_DIR))?;
+    if [&source_out, &target_out, &record_path]
+        .iter()
+        .all(|p| p.is_file())
+    {
+        // Complete with these settings: keep the record of the run that made it.
+        println!(
+            "{} is already complete with these settings (see {}); --restart distils it again",
+            out.display(),
+            record_path.display()
+        );
+        return Ok(None);
+    }
 
     let n_chunks = n.div_ceil(args.chunk_sentences);
     tracing::info!(
@@ -364,13 +384,15 @@ pub fn run(args: &DistillArgs) -> Result<Option<Record>> {
     let bar = emvq_tensor::logging::progress_bar(n as u64, "distill");
     let mut targets: Vec<String> = Vec::with_capacity(n);
     let (mut reused, mut written, mut decoded) = (0usize, 0usize, 0usize);
-    let mut decode_seconds = 0.0;
+    let mut decode_seconds = 0.0; // over every chunk, reused or not
     for index in 0..n_chunks {
         let first = index * args.chunk_sentences;
         let last = (first + args.chunk_sentences).min(n);
         let path = chunk_path(&out, index);
         if path.is_file() {
-            targets.extend(read_chunk(&path, first, last - first)?);
+            let chunk = read_chunk(&path, first, last - first)?;
+            decode_seconds += chunk.seconds;
+            targets.extend(chunk.lines);
             reused += 1;
             bar.inc((last - first) as u64);
             bar.reset_eta();
@@ -385,11 +407,13 @@ pub fn run(args: &DistillArgs) -> Result<Option<Record>> {
         }
         let chunk_start = Instant::now();
         let lines = decode_chunk(&teacher, &sources[first..last], &settings, &bar)?;
-        decode_seconds += chunk_start.elapsed().as_secs_f64();
+        let seconds = chunk_start.elapsed().as_secs_f64();
+        decode_seconds += seconds;
         decoded += last - first;
         let chunk = Chunk {
             first_line: first,
             lines,
+            seconds,
         };
         write_atomic(&path, serde_json::to_string(&chunk)?.as_bytes())
             .with_context(|| format!("writing {}", path.display()))?;
@@ -406,9 +430,6 @@ pub fn run(args: &DistillArgs) -> Result<Option<Record>> {
         }
         text
     };
-    let (src_lang, tgt_lang) = (&config.data.src_lang, &config.data.tgt_lang);
-    let source_out = out.join(format!("train.{src_lang}"));
-    let target_out = out.join(format!("train.{tgt_lang}"));
     write_atomic(&source_out, joined(&corpus.source).as_bytes())
         .with_context(|| format!("writing {}", source_out.display()))?;
     write_atomic(&target_out, joined(&targets).as_bytes())
@@ -431,24 +452,22 @@ pub fn run(args: &DistillArgs) -> Result<Option<Record>> {
         chunks_reused: reused,
         sentences_decoded: decoded,
         decode_seconds,
-        sentences_per_s: decoded as f64 / decode_seconds.max(1e-9),
+        sentences_per_s: n as f64 / decode_seconds.max(1e-9),
         seconds: start.elapsed().as_secs_f64(),
         bleu: score.score,
         bleu_line: score.format(2, &StatsMetric::signature(&metric)),
     };
-    let record_path = out.join(RECORD_FILE);
     write_atomic(
         &record_path,
         serde_json::to_string_pretty(&record)?.as_bytes(),
     )
     .with_context(|| format!("writing {}", record_path.display()))?;
     println!(
-        "distilled {n} sentences in {:.1} s ({} decoded in {:.1} s: {:.1} sentences/s; {reused} of \
-         {n_chunks} chunks reused) → {}",
-        record.seconds,
-        decoded,
+        "distilled {n} sentences: {:.1} s of decoding, {:.1} sentences/s ({decoded} decoded now, \
+         {reused} of {n_chunks} chunks reused; {:.1} s in all) → {}",
         decode_seconds,
         record.sentences_per_s,
+        record.seconds,
         out.display()
     );
     println!("distilled vs original targets: {}", record.bleu_line);

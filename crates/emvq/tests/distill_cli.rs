@@ -239,6 +239,16 @@ fn an_interrupted_distillation_resumes_to_the_same_corpus() {
         );
     }
     assert_eq!(r["bleu"], record(&straight)["bleu"]);
+    // The rate counts the decoding time of every chunk, reused ones too.
+    let summed = r["decode_seconds"].as_f64().unwrap();
+    let rate = r["sentences_per_s"].as_f64().unwrap();
+    assert!(summed > 0.0 && (rate * summed - 46.0).abs() < 1e-6, "{r}");
+
+    // A complete folder is left as it is (its record too).
+    let before = std::fs::read(split.join("record.json")).unwrap();
+    let again = String::from_utf8(ok(distill("split", &[])).stdout).unwrap();
+    assert!(again.contains("already complete"), "{again}");
+    assert_eq!(std::fs::read(split.join("record.json")).unwrap(), before);
 
     // --restart discards the chunks of other settings; --limit cuts the corpus.
     ok(distill(
