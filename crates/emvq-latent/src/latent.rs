@@ -541,12 +541,36 @@ impl LatentNat {
         src: &Tensor,
         settings: &NatDecode,
     ) -> Result<(Vec<Vec<i64>>, DecodeStats)> {
+        self.translate_at_lengths(src, None, settings)
+    }
+
+    /// Translation at given target lengths per row (EOS included; `None`:
+    /// the length rule's), e.g. the references' lengths to measure a model
+    /// apart from its length rule.
+    pub fn translate_at_lengths(
+        &self,
+        src: &Tensor,
+        lengths: Option<&[i64]>,
+        settings: &NatDecode,
+    ) -> Result<(Vec<Vec<i64>>, DecodeStats)> {
         self.require_latents()?;
         tch::no_grad(|| {
             let mut stats = DecodeStats::default();
             let t0 = Instant::now();
             let enc = self.encode(src, false)?;
-            let lens = self.target_lengths(&enc, src)?;
+            let lens = match lengths {
+                Some(l) if l.len() as i64 == src.size2()?.0 => {
+                    l.iter().map(|&n| n.clamp(1, self.cfg.max_positions)).collect()
+                }
+                Some(l) => {
+                    return Err(LatentError::Shape(format!(
+                        "{} lengths for {} source rows",
+                        l.len(),
+                        src.size2()?.0
+                    )))
+                }
+                None => self.target_lengths(&enc, src)?,
+            };
             let t1 = Instant::now();
             let block = self.cfg.block();
             let row_latents: Vec<i64> = lens.iter().map(|&n| (n + block - 1) / block).collect();

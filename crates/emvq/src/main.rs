@@ -8,6 +8,7 @@
 mod distill;
 mod eval;
 mod info;
+mod nat;
 mod prepare;
 mod teacher;
 mod translate;
@@ -53,6 +54,11 @@ enum Command {
     /// Train the autoregressive Transformer teacher into
     /// runs/teacher/<name>/ (checkpoints, metrics, final averaged model).
     TrainTeacher(teacher::TrainArgs),
+    /// Train the latent-Transformer NAT into runs/nat/<name>/.
+    TrainNat(nat::TrainArgs),
+    /// Batch-1 latency of NAT variants (or a trained NAT run) by component,
+    /// next to the teacher's greedy decoding.
+    BenchNat(nat::bench::BenchArgs),
     /// Translate raw text (stdin or a file, one sentence a line) with a
     /// trained teacher; detokenised text out.
     Translate(translate::TranslateArgs),
@@ -86,6 +92,11 @@ fn main() -> Result<()> {
         Command::Bleu(args) => emvq_bleu::run(&args),
         Command::PrepareData { config, runs } => prepare::run(&config, &runs).map(|_| ()),
         Command::TrainTeacher(args) => teacher::train(&args).map(|_| ()),
+        Command::TrainNat(args) => nat::train(&args).map(|_| ()),
+        Command::BenchNat(args) => {
+            emvq_tensor::logging::init_logging(None)?;
+            nat::bench::run(&args)
+        }
         Command::Translate(args) => {
             emvq_tensor::logging::init_logging(None)?;
             translate::run(&args)
