@@ -66,6 +66,16 @@ enum Task {
         #[arg(last = true)]
         args: Vec<String>,
     },
+    /// Train the latent-Transformer NAT (`emvq train-nat`) into
+    /// runs/nat/<name>/.
+    TrainNat {
+        #[arg(long, default_value = "configs/multi30k/nat_em.toml")]
+        config: PathBuf,
+        /// Extra arguments for `emvq train-nat` (--name, --resume,
+        /// --max-minutes, --train-dir, --teacher…).
+        #[arg(last = true)]
+        args: Vec<String>,
+    },
     /// Sequence-level distillation (`emvq distill`): the teacher's beam
     /// search rewrites the training targets into runs/distill/<name>/;
     /// resumes an interrupted run.
@@ -147,6 +157,10 @@ fn main() -> Result<()> {
         Task::TrainTeacher { config, args } => {
             setup::ensure(None)?;
             run(emvq().arg("train-teacher").arg("--config").arg(config).args(args))
+        }
+        Task::TrainNat { config, args } => {
+            setup::ensure(None)?;
+            run(emvq().arg("train-nat").arg("--config").arg(config).args(args))
         }
         Task::Distill { teacher, args } => distill::distill(&teacher, &args),
         Task::BenchTeacher { config, args } => {
