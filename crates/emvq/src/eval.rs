@@ -1,23 +1,32 @@
-//! `emvq eval --run DIR --split test_2016_flickr [--beam 4]`: translates a
-//! split of the run's data set with a trained teacher and scores it with the
-//! project's sacreBLEU-equal scorer (BLEU 13a cased and chrF2, with their
-//! signatures), beam and greedy; measures batch-1 latency (greedy and beam,
-//! milliseconds per sentence, mean and median, over the split's sentences);
-//! prints it all and stores it under the split's name in the run's
-//! `results.json` (written atomically), the translations in
-//! `translations/<split>.beam<k>.txt`.
+//! `emvq eval --run DIR --split test_2016_flickr [--beam 4] [--rescore S]`:
+//! translates a split of the run's data set with a trained model and scores
+//! it with the project's sacreBLEU-equal scorer (BLEU 13a cased and chrF2,
+//! with their signatures); measures batch-1 latency (milliseconds per
+//! sentence, mean and median, over the split's sentences); prints it all and
+//! stores it in the run's `results.json` (written atomically).
+//!
+//! - A teacher run: beam and greedy decoding, both timed; stored under the
+//!   split's name, the translations in `translations/<split>.beam<k>.txt`.
+//! - A NAT run (latent or plain, see [`crate::nat_run`]): one-pass decoding,
+//!   stored under the split's name, translations in
+//!   `translations/<split>.nat.txt`; with `--rescore S` every sentence is
+//!   translated alone, `S` candidates scored by the run's teacher, the best
+//!   kept (for the plain NAT: noisy parallel decoding over the `S` best
+//!   lengths), stored under `<split>.rescore<S>`.
 
 use std::collections::BTreeMap;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use anyhow::{ensure, Context, Result};
 use clap::Args;
 use emvq_bleu::{Bleu, BleuConfig, Chrf, ChrfConfig, StatsMetric};
-use emvq_data::{prepare::encode_corpus, read_parallel};
+use emvq_data::{prepare::encode_corpus, read_parallel, SubwordTokenizer, TranslationDataConfig};
+use emvq_transformer::Seq2Seq;
 use emvq_tensor::{fsutil::write_atomic, DeviceSpec};
 use serde::Serialize;
 
+use crate::nat_run::{load_nat_run, run_kind, LoadedNatRun, RunKind};
 use crate::teacher::{load_teacher, LoadedTeacher};
 use crate::translate::translate_ids;
 
@@ -27,7 +36,7 @@ pub const RESULTS_FILE: &str = "results.json";
 /// `emvq eval`.
 #[derive(Debug, Args)]
 pub struct EvalArgs {
-    /// A teacher run directory (runs/teacher/<name>).
+    /// A teacher or NAT run directory (runs/teacher/<name>, runs/nat/<name>).
     #[arg(long)]
     pub run: PathBuf,
     /// File stem of the split in the run's data folder.
@@ -45,6 +54,17 @@ pub struct EvalArgs {
     /// Sentences timed one at a time for latency (default: all; 0: skip).
     #[arg(long)]
     pub latency_sentences: Option<usize>,
+    /// NAT runs: translate each sentence with `S` candidates (sampled
+    /// latents, or the plain NAT's `S` best lengths) rescored by the run's
+    /// teacher.
+    #[arg(long)]
+    pub rescore: Option<usize>,
+    /// NAT runs: softmax temperature of the sampled latents (`--rescore`).
+    #[arg(long, default_value_t = 1.0)]
+    pub temperature: f64,
+    /// NAT runs: the teacher that rescores (default: the run's `teacher`).
+    #[arg(long)]
+    pub teacher: Option<PathBuf>,
     #[arg(long)]
     pub device: Option<DeviceSpec>,
 }
@@ -66,7 +86,7 @@ pub struct Latency {
 }
 
 impl Latency {
-    fn from_ms(mut ms: Vec<f64>) -> Self {
+    pub fn from_ms(mut ms: Vec<f64>) -> Self {
         ms.sort_by(f64::total_cmp);
         let n = ms.len();
         let median = if n == 0 {
@@ -105,7 +125,7 @@ pub struct SplitResult {
     pub translations: PathBuf,
 }
 
-fn bleu_of(hyps: &[String], refs: &[String]) -> Result<Scored> {
+pub fn bleu_of(hyps: &[String], refs: &[String]) -> Result<Scored> {
     let metric = Bleu::new(BleuConfig::default(), &[refs.to_vec()])?;
     let score = metric.corpus_score(hyps)?;
     let signature = StatsMetric::signature(&metric);
@@ -116,7 +136,7 @@ fn bleu_of(hyps: &[String], refs: &[String]) -> Result<Scored> {
     })
 }
 
-fn chrf_of(hyps: &[String], refs: &[String]) -> Result<Scored> {
+pub fn chrf_of(hyps: &[String], refs: &[String]) -> Result<Scored> {
     let metric = Chrf::new(ChrfConfig::default(), &[refs.to_vec()])?;
     let score = metric.corpus_score(hyps)?;
     let signature = StatsMetric::signature(&metric);
@@ -145,8 +165,165 @@ fn latency(teacher: &LoadedTeacher, sources: &[Vec<u32>], beam: i64, n: usize) -
     Ok(Latency::from_ms(ms))
 }
 
-/// Runs `emvq eval`; returns the stored result.
-pub fn run(args: &EvalArgs) -> Result<SplitResult> {
+/// Runs `emvq eval` on a teacher or NAT run.
+pub fn run(args: &EvalArgs) -> Result<()> {
+    match run_kind(&args.run)? {
+        RunKind::Teacher => {
+            ensure!(args.rescore.is_none() && args.teacher.is_none(), "--rescore and --teacher apply to NAT runs");
+            run_teacher(args).map(|_| ())
+        }
+        RunKind::LatentNat | RunKind::PlainNat => run_nat(args).map(|_| ()),
+    }
+}
+
+/// Stores `value` under `key` in the run's `results.json`; returns its path.
+fn store_result(run: &Path, key: &str, value: serde_json::Value) -> Result<PathBuf> {
+    let path = run.join(RESULTS_FILE);
+    let mut all: BTreeMap<String, serde_json::Value> = if path.is_file() {
+        serde_json::from_str(&std::fs::read_to_string(&path)?)
+            .with_context(|| format!("{} is not a JSON object", path.display()))?
+    } else {
+        BTreeMap::new()
+    };
+    all.insert(key.to_string(), value);
+    write_atomic(&path, serde_json::to_string_pretty(&all)?.as_bytes())?;
+    Ok(path)
+}
+
+/// The source and reference sentences of a split of a run's data set,
+/// the sources encoded (ending in EOS).
+pub fn read_split(
+    data: &TranslationDataConfig,
+    tokenizer: &SubwordTokenizer,
+    split: &str,
+) -> Result<(Vec<Vec<u32>>, Vec<String>)> {
+    let data_dir = data.resolve_data_dir(&std::env::current_dir()?)?;
+    let (src_path, tgt_path) = data.split_files(&data_dir, split);
+    let raw = read_parallel(&src_path, &tgt_path)
+        .with_context(|| format!("split {split:?} of {}", data_dir.display()))?;
+    let all: Vec<usize> = (0..raw.len()).collect();
+    let encoded = encode_corpus(tokenizer, &raw, &all)?;
+    Ok((encoded.source, raw.target))
+}
+
+/// What `emvq eval` stores for one split of a NAT run (and one `--rescore`).
+#[derive(Debug, Clone, Serialize)]
+pub struct NatSplitResult {
+    pub split: String,
+    pub kind: RunKind,
+    pub sentences: usize,
+    /// Candidates rescored by the teacher per sentence (none: one pass).
+    pub rescore: Option<usize>,
+    pub latent_beam: usize,
+    pub bleu: Scored,
+    pub chrf: Scored,
+    /// Decoding of the whole split (batched one pass, or sentence by
+    /// sentence with rescoring), sentences per second.
+    pub sentences_per_s: f64,
+    pub latency: Option<Latency>,
+    pub teacher: Option<PathBuf>,
+    pub weights: PathBuf,
+    pub device: String,
+    pub threads: i32,
+    pub translations: PathBuf,
+}
+
+/// Batch-1 translation of every source; returns the outputs and the
+/// milliseconds each took.
+pub fn nat_batch1(
+    nat: &LoadedNatRun,
+    sources: &[Vec<u32>],
+    rescorer: Option<(&Seq2Seq, usize)>,
+) -> Result<(Vec<Vec<u32>>, Vec<f64>)> {
+    let mut out = Vec::with_capacity(sources.len());
+    let mut ms = Vec::with_capacity(sources.len());
+    for s in sources {
+        let start = Instant::now();
+        out.push(nat.translate_one(s, rescorer)?);
+        ms.push(start.elapsed().as_secs_f64() * 1e3);
+    }
+    Ok((out, ms))
+}
+
+/// `emvq eval` on a NAT run; returns the stored result.
+pub fn run_nat(args: &EvalArgs) -> Result<NatSplitResult> {
+    ensure!(args.beam.is_none() && args.alpha.is_none(), "--beam and --alpha apply to teacher runs");
+    let mut nat = load_nat_run(&args.run, args.device)?;
+    nat.decode.temperature = args.temperature;
+    let (sources, refs) = read_split(&nat.data, &nat.tokenizer, &args.split)?;
+    let n_latency = args.latency_sentences.unwrap_or(sources.len()).min(sources.len());
+    let teacher_dir = args.teacher.clone().unwrap_or_else(|| nat.teacher.clone());
+    let (out, seconds, latency, teacher) = match args.rescore {
+        None => {
+            let batch = args.batch.unwrap_or(nat.batch_sentences);
+            let start = Instant::now();
+            let out = nat.translate_ids(&sources, batch)?;
+            let seconds = start.elapsed().as_secs_f64();
+            let latency = (n_latency > 0)
+                .then(|| nat_batch1(&nat, &sources[..n_latency], None))
+                .transpose()?
+                .map(|(_, ms)| Latency::from_ms(ms));
+            (out, seconds, latency, None)
+        }
+        Some(s) => {
+            ensure!(s >= 1, "--rescore must be at least 1");
+            let teacher = load_teacher(&teacher_dir, args.device)?;
+            ensure!(
+                teacher.tokenizer.vocab_size() == nat.tokenizer.vocab_size(),
+                "teacher {} and NAT {} have different vocabularies",
+                teacher_dir.display(),
+                args.run.display()
+            );
+            let start = Instant::now();
+            let (out, ms) = nat_batch1(&nat, &sources, Some((&teacher.model, s)))?;
+            let seconds = start.elapsed().as_secs_f64();
+            let latency = (n_latency > 0).then(|| Latency::from_ms(ms[..n_latency].to_vec()));
+            (out, seconds, latency, Some(teacher_dir.clone()))
+        }
+    };
+    let hyps = nat.tokenizer.decode_batch(&out)?;
+    let suffix = args.rescore.map_or("nat".to_string(), |s| format!("rescore{s}"));
+    let translations = args.run.join("translations").join(format!("{}.{suffix}.txt", args.split));
+    std::fs::create_dir_all(translations.parent().expect("has a parent"))?;
+    let mut text = hyps.join("\n");
+    text.push('\n');
+    write_atomic(&translations, text.as_bytes())?;
+    let result = NatSplitResult {
+        split: args.split.clone(),
+        kind: nat.kind,
+        sentences: sources.len(),
+        rescore: args.rescore,
+        latent_beam: nat.decode.latent_beam,
+        bleu: bleu_of(&hyps, &refs)?,
+        chrf: chrf_of(&hyps, &refs)?,
+        sentences_per_s: sources.len() as f64 / seconds.max(1e-9),
+        latency,
+        teacher,
+        weights: nat.weights.clone(),
+        device: format!("{:?}", nat.device),
+        threads: tch::get_num_threads(),
+        translations,
+    };
+    let key = match args.rescore {
+        None => args.split.clone(),
+        Some(s) => format!("{}.rescore{s}", args.split),
+    };
+    let path = store_result(&args.run, &key, serde_json::to_value(&result)?)?;
+    let how = args.rescore.map_or("one pass".to_string(), |s| format!("best of {s} rescored by the teacher"));
+    println!("{} ({how})", result.bleu.line);
+    println!("{}", result.chrf.line);
+    if let Some(l) = &result.latency {
+        println!(
+            "latency ({how}), batch 1: {:.2} ms mean, {:.2} ms median per sentence over {} sentences",
+            l.mean_ms, l.median_ms, l.sentences
+        );
+    }
+    println!("results → {} [{key}]", path.display());
+    Ok(result)
+}
+
+/// `emvq eval` on a teacher run; returns the stored result.
+pub fn run_teacher(args: &EvalArgs) -> Result<SplitResult> {
     let mut teacher = load_teacher(&args.run, args.device)?;
     if let Some(alpha) = args.alpha {
         teacher.config.decode.length_penalty = alpha;
@@ -216,15 +393,7 @@ pub fn run(args: &EvalArgs) -> Result<SplitResult> {
         translations,
     };
 
-    let path = args.run.join(RESULTS_FILE);
-    let mut all: BTreeMap<String, serde_json::Value> = if path.is_file() {
-        serde_json::from_str(&std::fs::read_to_string(&path)?)
-            .with_context(|| format!("{} is not a JSON object", path.display()))?
-    } else {
-        BTreeMap::new()
-    };
-    all.insert(args.split.clone(), serde_json::to_value(&result)?);
-    write_atomic(&path, serde_json::to_string_pretty(&all)?.as_bytes())?;
+    let path = store_result(&args.run, &args.split, serde_json::to_value(&result)?)?;
 
     println!(
         "{} (beam {beam}, α {})",

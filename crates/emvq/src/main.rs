@@ -8,7 +8,9 @@
 mod distill;
 mod eval;
 mod info;
+mod latency;
 mod nat;
+mod nat_run;
 mod prepare;
 mod teacher;
 mod translate;
@@ -59,10 +61,14 @@ enum Command {
     /// Batch-1 latency of NAT variants (or a trained NAT run) by component,
     /// next to the teacher's greedy decoding.
     BenchNat(nat::bench::BenchArgs),
+    /// The paper's translation table: every given run (teacher: beam and
+    /// greedy; NATs: one pass, rescoring, NPD) timed at batch 1 on one test
+    /// set, into runs/latency/<name>/table.md and table.json.
+    BenchLatency(latency::BenchArgs),
     /// Translate raw text (stdin or a file, one sentence a line) with a
-    /// trained teacher; detokenised text out.
+    /// trained teacher or NAT run; detokenised text out.
     Translate(translate::TranslateArgs),
-    /// Score a teacher on a split (BLEU, chrF, signatures) and measure
+    /// Score a teacher or NAT run on a split (BLEU, chrF, signatures) and measure
     /// batch-1 latency; results into the run's results.json.
     Eval(eval::EvalArgs),
     /// Sequence-level distillation: the teacher's beam search rewrites every
@@ -96,6 +102,10 @@ fn main() -> Result<()> {
         Command::BenchNat(args) => {
             emvq_tensor::logging::init_logging(None)?;
             nat::bench::run(&args)
+        }
+        Command::BenchLatency(args) => {
+            emvq_tensor::logging::init_logging(None)?;
+            latency::run(&args).map(|_| ())
         }
         Command::Translate(args) => {
             emvq_tensor::logging::init_logging(None)?;

@@ -370,6 +370,10 @@ fn load_config(args: &TrainArgs) -> Result<NatRunConfig> {
 
 /// Trains (or resumes) a NAT; returns the run directory.
 pub fn train(args: &TrainArgs) -> Result<PathBuf> {
+    // A plain-NAT config (no latents) has its own trainer.
+    if crate::nat_run::config_file_kind(&args.config)? == crate::nat_run::RunKind::PlainNat {
+        return crate::nat_run::train_plain(args);
+    }
     let mut config = load_config(args)?;
     let run = RunDir::create(&args.runs, "nat", &config.name)?;
     emvq_tensor::logging::init_logging(Some(&run.log_path()))?;

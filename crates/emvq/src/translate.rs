@@ -3,6 +3,10 @@
 //! input order, with a trained teacher's tokenizer and weights. Sentences are
 //! sorted by length and decoded in batches (greedy for beam 1, else beam
 //! search with the run's length penalty and maximum length).
+//!
+//! On a NAT run (latent or plain, [`crate::nat_run`]) every sentence is
+//! decoded in one pass (batched), or with `--rescore S` one at a time, the
+//! teacher's best of `S` candidates kept.
 
 use std::io::{BufRead, BufWriter, Write};
 use std::path::PathBuf;
@@ -14,12 +18,13 @@ use emvq_tensor::DeviceSpec;
 use emvq_transformer::{beam_search, greedy, SearchConfig, Seq2Seq};
 use tch::{Device, Tensor};
 
+use crate::nat_run::{load_nat_run, run_kind, RunKind};
 use crate::teacher::load_teacher;
 
 /// `emvq translate`.
 #[derive(Debug, Args)]
 pub struct TranslateArgs {
-    /// A teacher run directory (runs/teacher/<name>).
+    /// A teacher or NAT run directory (runs/teacher/<name>, runs/nat/<name>).
     #[arg(long)]
     pub run: PathBuf,
     /// Beam size (default: the run's `decode.beam_size`); 1 is greedy.
@@ -37,6 +42,13 @@ pub struct TranslateArgs {
     /// Output file (default: stdout).
     #[arg(short, long)]
     pub output: Option<PathBuf>,
+    /// NAT runs: keep the best of `S` candidates (sampled latents, or the
+    /// plain NAT's `S` best lengths) by the run's teacher.
+    #[arg(long)]
+    pub rescore: Option<usize>,
+    /// NAT runs: softmax temperature of the sampled latents (`--rescore`).
+    #[arg(long, default_value_t = 1.0)]
+    pub temperature: f64,
     #[arg(long)]
     pub device: Option<DeviceSpec>,
 }
@@ -100,17 +112,74 @@ pub fn translate_ids(
     Ok(out)
 }
 
-/// Runs `emvq translate`.
-pub fn run(args: &TranslateArgs) -> Result<()> {
-    let teacher = load_teacher(&args.run, args.device)?;
-    let lines: Vec<String> = match &args.input {
-        Some(path) => emvq_data::read_lines(path)?,
+fn read_input(args: &TranslateArgs) -> Result<Vec<String>> {
+    match &args.input {
+        Some(path) => Ok(emvq_data::read_lines(path)?),
         None => std::io::stdin()
             .lock()
             .lines()
             .collect::<std::io::Result<_>>()
-            .context("reading stdin")?,
+            .context("reading stdin"),
+    }
+}
+
+fn write_output(args: &TranslateArgs, text: &[String]) -> Result<()> {
+    let sink: Box<dyn Write> = match &args.output {
+        Some(path) => Box::new(
+            std::fs::File::create(path)
+                .with_context(|| format!("cannot create {}", path.display()))?,
+        ),
+        None => Box::new(std::io::stdout().lock()),
     };
+    let mut sink = BufWriter::new(sink);
+    for line in text {
+        writeln!(sink, "{line}")?;
+    }
+    sink.flush()?;
+    Ok(())
+}
+
+/// `emvq translate` on a NAT run.
+fn run_nat(args: &TranslateArgs) -> Result<()> {
+    anyhow::ensure!(args.beam.is_none() && args.alpha.is_none(), "--beam and --alpha apply to teacher runs");
+    let mut nat = load_nat_run(&args.run, args.device)?;
+    nat.decode.temperature = args.temperature;
+    let lines = read_input(args)?;
+    let mut sources = nat.tokenizer.encode_batch(&lines)?;
+    for s in &mut sources {
+        s.push(EOS_ID);
+    }
+    let start = std::time::Instant::now();
+    let out = match args.rescore {
+        None => nat.translate_ids(&sources, args.batch.unwrap_or(nat.batch_sentences))?,
+        Some(s) => {
+            anyhow::ensure!(s >= 1, "--rescore must be at least 1");
+            let teacher = load_teacher(&nat.teacher, args.device)?;
+            sources
+                .iter()
+                .map(|src| nat.translate_one(src, Some((&teacher.model, s))))
+                .collect::<Result<_>>()?
+        }
+    };
+    let text = nat.tokenizer.decode_batch(&out)?;
+    tracing::info!(
+        "translated {} sentences ({}) in {:.2} s with {}",
+        lines.len(),
+        args.rescore.map_or("one pass".into(), |s| format!("best of {s} by the teacher")),
+        start.elapsed().as_secs_f64(),
+        nat.weights.display()
+    );
+    write_output(args, &text)
+}
+
+/// Runs `emvq translate`.
+pub fn run(args: &TranslateArgs) -> Result<()> {
+    if run_kind(&args.run)? != RunKind::Teacher {
+        return run_nat(args);
+    }
+    anyhow::ensure!(args.rescore.is_none(), "--rescore applies to NAT runs");
+    let teacher = load_teacher(&args.run, args.device)?;
+    let lines = read_input(args)?;
     let mut sources = teacher.tokenizer.encode_batch(&lines)?;
     for s in &mut sources {
         s.push(EOS_ID);
@@ -131,17 +200,5 @@ pub fn run(args: &TranslateArgs) -> Result<()> {
         start.elapsed().as_secs_f64(),
         teacher.weights.display()
     );
-    let sink: Box<dyn Write> = match &args.output {
-        Some(path) => Box::new(
-            std::fs::File::create(path)
-                .with_context(|| format!("cannot create {}", path.display()))?,
-        ),
-        None => Box::new(std::io::stdout().lock()),
-    };
-    let mut sink = BufWriter::new(sink);
-    for line in &text {
-        writeln!(sink, "{line}")?;
-    }
-    sink.flush()?;
-    Ok(())
+    write_output(args, &text)
 }

@@ -1,0 +1,328 @@
+//! Trained NAT runs as the evaluation commands (`translate`, `eval`,
+//! `bench-latency`) see them: which kind of run a directory holds (the
+//! autoregressive teacher, the latent-Transformer NAT of Roy et al. 2018,
+//! arXiv 1805.11063, or the plain NAT baseline of Gu et al. 2018, arXiv
+//! 1711.02281), the loaded model behind [`NatModel`] with its tokenizer,
+//! teacher run and decoding settings, and translation of token ids: one pass
+//! in batches, or one sentence at a time with `S` candidates rescored by the
+//! teacher (`--rescore S`; for the plain NAT this is noisy parallel decoding
+//! over the `S` best lengths).
+//!
+//! The kind is read from the run's `config.toml`: a NAT config names its
+//! `teacher` run; a latent NAT's `[model]` has `compress_steps`, a plain
+//! NAT's does not.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context, Result};
+use emvq_bottleneck::BottleneckKind;
+use emvq_data::{SubwordTokenizer, TranslationDataConfig, EOS_ID};
+use emvq_latent::{rescore, LatentNat, NatDecode, NatModel, PlainNat, PlainNatConfig};
+use emvq_tensor::{Checkpoint, DeviceSpec, RunDir};
+use emvq_transformer::{CheckpointKeeper, Seq2Seq};
+use serde::{Deserialize, Serialize};
+use tch::{nn::VarStore, Device, Tensor};
+
+mod train_plain;
+
+pub use train_plain::train_plain;
+
+use crate::nat::{load_nat, pad_rows, NatDecodeSettings, NatTrainSettings};
+use crate::teacher::{set_threads, MODEL_FILE};
+
+/// What a run directory holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RunKind {
+    /// The autoregressive Transformer (`runs/teacher/<name>`).
+    Teacher,
+    /// The latent-Transformer NAT (`emvq train-nat` with a latent config).
+    LatentNat,
+    /// The plain NAT without latents.
+    PlainNat,
+}
+
+/// The kind of run in `run_dir`, from its `config.toml`.
+pub fn run_kind(run_dir: &Path) -> Result<RunKind> {
+    let path = run_dir.join("config.toml");
+    let text = std::fs::read_to_string(&path)
+        .with_context(|| format!("{}: cannot read the run's config (not a run directory?)", path.display()))?;
+    config_kind(&text).with_context(|| format!("{}", path.display()))
+}
+
+/// The kind of run a config file describes.
+pub fn config_file_kind(path: &Path) -> Result<RunKind> {
+    let text = std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
+    config_kind(&text).with_context(|| format!("{}", path.display()))
+}
+
+/// The kind of run a config's text describes.
+pub fn config_kind(text: &str) -> Result<RunKind> {
+    let table: toml::Table = toml::from_str(text).context("not valid TOML")?;
+    if !table.contains_key("teacher") {
+        return Ok(RunKind::Teacher);
+    }
+    match table.get("model").and_then(toml::Value::as_table) {
+        Some(model) if model.contains_key("compress_steps") => Ok(RunKind::LatentNat),
+        Some(_) => Ok(RunKind::PlainNat),
+        None => bail!("a NAT config (it names a `teacher`) without a [model] table"),
+    }
+}
+
+/// A plain-NAT run's config (`configs/<dataset>/nat_plain*.toml`): the
+/// latent NAT's keys with a [`PlainNatConfig`] as `[model]`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PlainRunConfig {
+    pub name: String,
+    #[serde(default)]
+    pub device: DeviceSpec,
+    pub seed: u64,
+    pub threads: usize,
+    /// The teacher run whose tokenizer (and optionally weights) the NAT uses,
+    /// and which rescores NPD candidates.
+    pub teacher: PathBuf,
+    #[serde(default)]
+    pub init_from_teacher: bool,
+    pub data: TranslationDataConfig,
+    /// `vocab_size = 0` takes the tokenizer's size.
+    pub model: PlainNatConfig,
+    pub train: NatTrainSettings,
+    pub decode: NatDecodeSettings,
+}
+
+/// The network of a NAT run.
+pub enum NatNet {
+    Latent(LatentNat),
+    Plain(PlainNat),
+}
+
+/// A trained NAT run ready to decode.
+pub struct LoadedNatRun {
+    pub kind: RunKind,
+    pub name: String,
+    pub tokenizer: SubwordTokenizer,
+    pub net: NatNet,
+    /// The model's variables (they own the weights).
+    #[allow(dead_code)]
+    pub vs: VarStore,
+    pub device: Device,
+    /// The weights file that was loaded.
+    pub weights: PathBuf,
+    /// The teacher run (tokenizer source, rescorer).
+    pub teacher: PathBuf,
+    pub data: TranslationDataConfig,
+    pub decode: NatDecode,
+    pub batch_sentences: usize,
+    /// Bottleneck of a latent NAT: kind, bits, slices n_c.
+    pub bottleneck: Option<(BottleneckKind, u32, i64)>,
+    max_positions: i64,
+    pad_id: i64,
+}
+
+impl LoadedNatRun {
+    pub fn model(&self) -> &dyn NatModel {
+        match &self.net {
+            NatNet::Latent(m) => m,
+            NatNet::Plain(m) => m,
+        }
+    }
+
+    /// Trained on a distilled corpus (`[data] train_dir` set).
+    pub fn distilled(&self) -> bool {
+        self.data.train_dir.is_some()
+    }
+
+    /// `[1, src_len]` on the model's device: the ids (ending in EOS), cut to
+    /// the model's `max_positions` with EOS kept.
+    pub fn source_tensor(&self, ids: &[u32]) -> Tensor {
+        let row = fit_source(ids, self.max_positions as usize);
+        pad_rows(&[&row], self.pad_id, self.device)
+    }
+
+    /// One-pass translations of `sources` (ids ending in EOS) in batches of
+    /// `batch` sentences of similar length; output ids without EOS, in input
+    /// order.
+    pub fn translate_ids(&self, sources: &[Vec<u32>], batch: usize) -> Result<Vec<Vec<u32>>> {
+        let shape = (self.max_positions, self.pad_id, self.device);
+        translate_batched(self.model(), &self.decode, shape, sources, batch)
+    }
+
+    /// The translation of one source (ids ending in EOS): one pass, or with
+    /// `rescore = Some((teacher, S))` the teacher's best of `S` candidates.
+    pub fn translate_one(&self, source: &[u32], rescorer: Option<(&Seq2Seq, usize)>) -> Result<Vec<u32>> {
+        let _guard = tch::no_grad_guard();
+        let src = self.source_tensor(source); // [1, src_len]
+        let tokens = match rescorer {
+            None => self.model().translate(&src, &self.decode)?.swap_remove(0),
+            Some((teacher, s)) => rescore(self.model(), teacher, &src, s, &self.decode)?,
+        };
+        Ok(to_u32(tokens))
+    }
+}
+
+/// `EM 2^8`, `VQ 2^12, n_c 4`, `semhash 2^8`; `—` without a bottleneck.
+pub fn bottleneck_label(b: Option<(BottleneckKind, u32, i64)>) -> String {
+    match b {
+        None => "—".into(),
+        Some((kind, bits, slices)) => {
+            let name = match kind {
+                BottleneckKind::Vq => "VQ",
+                BottleneckKind::Em => "EM",
+                BottleneckKind::Semhash => "semhash",
+            };
+            if slices > 1 {
+                format!("{name} 2^{bits}, n_c {slices}")
+            } else {
+                format!("{name} 2^{bits}")
+            }
+        }
+    }
+}
+
+/// One-pass translations of `sources` (ids ending in EOS; cut to
+/// `max_positions` with EOS kept) by `model` in batches of `batch` sentences
+/// of similar length, padded with `pad` on `device`; output ids without EOS,
+/// in input order.
+pub fn translate_batched(
+    model: &dyn NatModel,
+    decode: &NatDecode,
+    (max_positions, pad, device): (i64, i64, Device),
+    sources: &[Vec<u32>],
+    batch: usize,
+) -> Result<Vec<Vec<u32>>> {
+    let _guard = tch::no_grad_guard();
+    let mut order: Vec<usize> = (0..sources.len()).collect();
+    order.sort_by_key(|&i| std::cmp::Reverse(sources[i].len()));
+    let mut out = vec![Vec::new(); sources.len()];
+    for chunk in order.chunks(batch.max(1)) {
+        let rows: Vec<Vec<u32>> = chunk.iter().map(|&i| fit_source(&sources[i], max_positions as usize)).collect();
+        let refs: Vec<&[u32]> = rows.iter().map(Vec::as_slice).collect();
+        let src = pad_rows(&refs, pad, device); // [batch, src_len]
+        for (&i, tokens) in chunk.iter().zip(model.translate(&src, decode)?) {
+            out[i] = to_u32(tokens);
+        }
+    }
+    Ok(out)
+}
+
+fn fit_source(ids: &[u32], max_len: usize) -> Vec<u32> {
+    let mut row = ids.to_vec();
+    if row.len() > max_len {
+        row.truncate(max_len - 1);
+        row.push(EOS_ID);
+    }
+    if row.is_empty() {
+        row.push(EOS_ID);
+    }
+    row
+}
+
+fn to_u32(tokens: Vec<i64>) -> Vec<u32> {
+    tokens.into_iter().map(|t| t as u32).collect()
+}
+
+/// Loads a NAT run (latent or plain): `model.safetensors` when training
+/// finished, else the best checkpoint, else the newest.
+pub fn load_nat_run(run_dir: &Path, device: Option<DeviceSpec>) -> Result<LoadedNatRun> {
+    match run_kind(run_dir)? {
+        RunKind::Teacher => bail!("{} is a teacher run, not a NAT run", run_dir.display()),
+        RunKind::LatentNat => {
+            let loaded = load_nat(run_dir, device)?;
+            let cfg = loaded.config;
+            let model = &cfg.model;
+            let bottleneck = (!model.bypass_bottleneck)
+                .then_some((model.bottleneck.kind, model.bottleneck.bits, model.bottleneck.slices));
+            Ok(LoadedNatRun {
+                kind: RunKind::LatentNat,
+                name: cfg.name.clone(),
+                tokenizer: loaded.tokenizer,
+                max_positions: model.max_positions,
+                pad_id: model.pad_id,
+                net: NatNet::Latent(loaded.model),
+                vs: loaded.vs,
+                device: loaded.device,
+                weights: loaded.weights,
+                teacher: cfg.teacher.clone(),
+                decode: cfg.decode.nat(),
+                batch_sentences: cfg.decode.batch_sentences,
+                data: cfg.data,
+                bottleneck,
+            })
+        }
+        RunKind::PlainNat => {
+            let run = RunDir::open(run_dir)?;
+            let cfg: PlainRunConfig = run.load_config()?;
+            set_threads(cfg.threads);
+            let tokenizer = SubwordTokenizer::load(run_dir)?;
+            let device = device.unwrap_or(cfg.device).resolve()?;
+            let vs = VarStore::new(device);
+            let model = PlainNat::new(vs.root(), &cfg.model)?;
+            let keeper = CheckpointKeeper::new(&run.checkpoint_dir(), 1)?;
+            let weights = [run_dir.join(MODEL_FILE), keeper.best_path()]
+                .into_iter()
+                .find(|p| p.is_file())
+                .or(keeper.latest()?)
+                .with_context(|| format!("run {} has no model or checkpoint", run_dir.display()))?;
+            Checkpoint::load(&weights)?.restore_into(&vs, &weights)?;
+            Ok(LoadedNatRun {
+                kind: RunKind::PlainNat,
+                name: cfg.name.clone(),
+                tokenizer,
+                max_positions: cfg.model.max_positions,
+                pad_id: cfg.model.pad_id,
+                net: NatNet::Plain(model),
+                vs,
+                device,
+                weights,
+                teacher: cfg.teacher.clone(),
+                decode: cfg.decode.nat(),
+                batch_sentences: cfg.decode.batch_sentences,
+                data: cfg.data,
+                bottleneck: None,
+            })
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn kinds_from_config_text() {
+        assert_eq!(config_kind("name = \"t\"\n[model]\nd_model = 8\n").unwrap(), RunKind::Teacher);
+        let nat = "teacher = \"runs/teacher/t\"\n[model]\nd_model = 8\n";
+        assert_eq!(config_kind(nat).unwrap(), RunKind::PlainNat);
+        let latent = "teacher = \"runs/teacher/t\"\n[model]\ncompress_steps = 3\n";
+        assert_eq!(config_kind(latent).unwrap(), RunKind::LatentNat);
+        assert!(config_kind("teacher = \"t\"\n").is_err());
+        assert!(config_kind("teacher = ").is_err());
+    }
+
+    #[test]
+    fn shipped_variant_configs_parse_and_validate() {
+        let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+        for (file, distilled) in [("nat_semhash", true), ("nat_em_raw", false), ("nat_vq_raw", false)] {
+            let path = root.join(format!("configs/multi30k/{file}.toml"));
+            let config: crate::nat::NatRunConfig = emvq_tensor::load_toml(&path).unwrap();
+            config.validate().unwrap_or_else(|e| panic!("{file}: {e:#}"));
+            assert_eq!(config.data.train_dir.is_some(), distilled, "{file}");
+            assert_eq!(config_file_kind(&path).unwrap(), RunKind::LatentNat);
+        }
+    }
+
+    #[test]
+    fn bottleneck_labels() {
+        assert_eq!(bottleneck_label(None), "—");
+        assert_eq!(bottleneck_label(Some((BottleneckKind::Em, 8, 1))), "EM 2^8");
+        assert_eq!(bottleneck_label(Some((BottleneckKind::Vq, 12, 4))), "VQ 2^12, n_c 4");
+    }
+
+    #[test]
+    fn sources_are_cut_with_eos_kept() {
+        assert_eq!(fit_source(&[5, 6, 7, EOS_ID], 3), vec![5, 6, EOS_ID]);
+        assert_eq!(fit_source(&[], 3), vec![EOS_ID]);
+        assert_eq!(fit_source(&[5, EOS_ID], 3), vec![5, EOS_ID]);
+    }
+}
