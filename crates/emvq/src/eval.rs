@@ -26,7 +26,7 @@ use emvq_transformer::Seq2Seq;
 use emvq_tensor::{fsutil::write_atomic, DeviceSpec};
 use serde::Serialize;
 
-use crate::nat_run::{load_nat_run, run_kind, LoadedNatRun, RunKind};
+use crate::nat_run::{load_nat_run, load_teacher_run, run_kind, LoadedNatRun, RunKind};
 use crate::teacher::{load_teacher, LoadedTeacher};
 use crate::translate::translate_ids;
 
@@ -267,7 +267,7 @@ pub fn run_nat(args: &EvalArgs) -> Result<NatSplitResult> {
         }
         Some(s) => {
             ensure!(s >= 1, "--rescore must be at least 1");
-            let teacher = load_teacher(&teacher_dir, args.device)?;
+            let teacher = load_teacher_run(&teacher_dir, args.device)?;
             ensure!(
                 teacher.tokenizer.vocab_size() == nat.tokenizer.vocab_size(),
                 "teacher {} and NAT {} have different vocabularies",

@@ -32,8 +32,8 @@ use emvq_tensor::{fsutil::write_atomic, load_toml, DeviceSpec};
 use serde::{Deserialize, Serialize};
 
 use crate::eval::{bleu_of, nat_batch1, read_split};
-use crate::nat_run::{bottleneck_label, load_nat_run, run_kind, LoadedNatRun, RunKind};
-use crate::teacher::{load_teacher, LoadedTeacher, MODEL_FILE};
+use crate::nat_run::{bottleneck_label, load_nat_run, load_teacher_run, set_threads_once, run_kind, LoadedNatRun, RunKind};
+use crate::teacher::{LoadedTeacher, MODEL_FILE};
 use crate::translate::translate_ids;
 
 /// `emvq bench-latency`.
@@ -336,8 +336,7 @@ enum Decoder<'a> {
 pub fn run(args: &BenchArgs) -> Result<Table> {
     let list = LatencyList::from_args(args)?;
     let threads = args.threads.max(1) as i32;
-    tch::set_num_threads(threads);
-    tch::set_num_interop_threads(threads);
+    set_threads_once(threads as usize);
     let _guard = tch::no_grad_guard();
 
     // What is trained gets loaded; the rest becomes "not trained" rows.
@@ -347,7 +346,7 @@ pub fn run(args: &BenchArgs) -> Result<Table> {
             "{} is not a teacher run",
             list.teacher.display()
         );
-        Some(load_teacher(&list.teacher, args.device)?)
+        Some(load_teacher_run(&list.teacher, args.device)?)
     } else {
         tracing::warn!("teacher {} is not trained: AR rows and rescoring are left out", list.teacher.display());
         None
@@ -363,7 +362,6 @@ pub fn run(args: &BenchArgs) -> Result<Table> {
         nats.push((entry.clone(), loaded));
     }
     tch::set_num_threads(threads); // the loaders set each run's own count
-    tch::set_num_interop_threads(threads);
 
     // The split, from the teacher's data config (else the first NAT's).
     let (data, tokenizer) = match (&teacher, nats.iter().find_map(|(_, n)| n.as_ref())) {

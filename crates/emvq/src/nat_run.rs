@@ -27,8 +27,8 @@ mod train_plain;
 
 pub use train_plain::train_plain;
 
-use crate::nat::{load_nat, pad_rows, NatDecodeSettings, NatTrainSettings};
-use crate::teacher::{set_threads, MODEL_FILE};
+use crate::nat::{pad_rows, NatDecodeSettings, NatRunConfig, NatTrainSettings};
+use crate::teacher::{LoadedTeacher, TeacherConfig, MODEL_FILE};
 
 /// What a run directory holds.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -222,27 +222,70 @@ fn to_u32(tokens: Vec<i64>) -> Vec<u32> {
     tokens.into_iter().map(|t| t as u32).collect()
 }
 
+/// Sets LibTorch's thread counts from a run's config (0: keep LibTorch's);
+/// the inter-op count only the first time (LibTorch refuses a second
+/// setting), so several runs can be loaded in one process.
+pub fn set_threads_once(threads: usize) {
+    static INTEROP: std::sync::Once = std::sync::Once::new();
+    if threads > 0 {
+        tch::set_num_threads(threads as i32);
+        INTEROP.call_once(|| tch::set_num_interop_threads(threads as i32));
+    }
+}
+
+/// Restores a run's weights into `vs`: `model.safetensors`, else the best
+/// checkpoint, else the newest; returns the file.
+fn restore_weights(run_dir: &Path, vs: &VarStore) -> Result<PathBuf> {
+    let keeper = CheckpointKeeper::new(&run_dir.join("checkpoints"), 1)?;
+    let weights = [run_dir.join(MODEL_FILE), keeper.best_path()]
+        .into_iter()
+        .find(|p| p.is_file())
+        .or(keeper.latest()?)
+        .with_context(|| format!("run {} has no model or checkpoint", run_dir.display()))?;
+    Checkpoint::load(&weights)?.restore_into(vs, &weights)?;
+    Ok(weights)
+}
+
+/// Loads a teacher run like `crate::teacher::load_teacher`, but sets the
+/// threads with [`set_threads_once`] (a NAT and its teacher in one process).
+pub fn load_teacher_run(run_dir: &Path, device: Option<DeviceSpec>) -> Result<LoadedTeacher> {
+    let run = RunDir::open(run_dir)?;
+    let config: TeacherConfig = run.load_config()?;
+    set_threads_once(config.threads);
+    let tokenizer = SubwordTokenizer::load(run_dir)?;
+    let device = device.unwrap_or(config.device).resolve()?;
+    let vs = VarStore::new(device);
+    let model = Seq2Seq::new(vs.root(), &config.model)?;
+    let weights = restore_weights(run_dir, &vs)?;
+    Ok(LoadedTeacher { config, tokenizer, model, vs, device, weights })
+}
+
 /// Loads a NAT run (latent or plain): `model.safetensors` when training
 /// finished, else the best checkpoint, else the newest.
 pub fn load_nat_run(run_dir: &Path, device: Option<DeviceSpec>) -> Result<LoadedNatRun> {
     match run_kind(run_dir)? {
         RunKind::Teacher => bail!("{} is a teacher run, not a NAT run", run_dir.display()),
         RunKind::LatentNat => {
-            let loaded = load_nat(run_dir, device)?;
-            let cfg = loaded.config;
-            let model = &cfg.model;
-            let bottleneck = (!model.bypass_bottleneck)
-                .then_some((model.bottleneck.kind, model.bottleneck.bits, model.bottleneck.slices));
+            let run = RunDir::open(run_dir)?;
+            let cfg: NatRunConfig = run.load_config()?;
+            set_threads_once(cfg.threads);
+            let tokenizer = SubwordTokenizer::load(run_dir)?;
+            let device = device.unwrap_or(cfg.device).resolve()?;
+            let vs = VarStore::new(device);
+            let model = LatentNat::new(vs.root(), &cfg.model)?;
+            let weights = restore_weights(run_dir, &vs)?;
+            let m = &cfg.model;
+            let bottleneck = (!m.bypass_bottleneck).then_some((m.bottleneck.kind, m.bottleneck.bits, m.bottleneck.slices));
             Ok(LoadedNatRun {
                 kind: RunKind::LatentNat,
                 name: cfg.name.clone(),
-                tokenizer: loaded.tokenizer,
-                max_positions: model.max_positions,
-                pad_id: model.pad_id,
-                net: NatNet::Latent(loaded.model),
-                vs: loaded.vs,
-                device: loaded.device,
-                weights: loaded.weights,
+                tokenizer,
+                max_positions: m.max_positions,
+                pad_id: m.pad_id,
+                net: NatNet::Latent(model),
+                vs,
+                device,
+                weights,
                 teacher: cfg.teacher.clone(),
                 decode: cfg.decode.nat(),
                 batch_sentences: cfg.decode.batch_sentences,
@@ -253,18 +296,12 @@ pub fn load_nat_run(run_dir: &Path, device: Option<DeviceSpec>) -> Result<Loaded
         RunKind::PlainNat => {
             let run = RunDir::open(run_dir)?;
             let cfg: PlainRunConfig = run.load_config()?;
-            set_threads(cfg.threads);
+            set_threads_once(cfg.threads);
             let tokenizer = SubwordTokenizer::load(run_dir)?;
             let device = device.unwrap_or(cfg.device).resolve()?;
             let vs = VarStore::new(device);
             let model = PlainNat::new(vs.root(), &cfg.model)?;
-            let keeper = CheckpointKeeper::new(&run.checkpoint_dir(), 1)?;
-            let weights = [run_dir.join(MODEL_FILE), keeper.best_path()]
-                .into_iter()
-                .find(|p| p.is_file())
-                .or(keeper.latest()?)
-                .with_context(|| format!("run {} has no model or checkpoint", run_dir.display()))?;
-            Checkpoint::load(&weights)?.restore_into(&vs, &weights)?;
+            let weights = restore_weights(run_dir, &vs)?;
             Ok(LoadedNatRun {
                 kind: RunKind::PlainNat,
                 name: cfg.name.clone(),

@@ -18,7 +18,7 @@ use emvq_tensor::DeviceSpec;
 use emvq_transformer::{beam_search, greedy, SearchConfig, Seq2Seq};
 use tch::{Device, Tensor};
 
-use crate::nat_run::{load_nat_run, run_kind, RunKind};
+use crate::nat_run::{load_nat_run, load_teacher_run, run_kind, RunKind};
 use crate::teacher::load_teacher;
 
 /// `emvq translate`.
@@ -154,7 +154,7 @@ fn run_nat(args: &TranslateArgs) -> Result<()> {
         None => nat.translate_ids(&sources, args.batch.unwrap_or(nat.batch_sentences))?,
         Some(s) => {
             anyhow::ensure!(s >= 1, "--rescore must be at least 1");
-            let teacher = load_teacher(&nat.teacher, args.device)?;
+            let teacher = load_teacher_run(&nat.teacher, args.device)?;
             sources
                 .iter()
                 .map(|src| nat.translate_one(src, Some((&teacher.model, s))))
