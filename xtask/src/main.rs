@@ -5,6 +5,7 @@
 mod bundle;
 mod distill;
 mod fetch_data;
+mod pipeline;
 mod setup;
 
 use std::path::{Path, PathBuf};
@@ -37,9 +38,24 @@ enum Task {
         #[arg(last = true)]
         args: Vec<String>,
     },
-    /// The main job on the bundled default data: every pipeline stage that
-    /// exists so far, in order.
+    /// The main job on the bundled default data (~65 minutes on 2 CPU
+    /// cores): data preparation → teacher → distillation → NAT with EM on
+    /// the distilled targets → latency table and report
+    /// (runs/pipeline/report.md). Finished stages are skipped, interrupted
+    /// ones resumed.
     Pipeline,
+    /// Train every model of the paper's translation table (plain NAT, LT +
+    /// semhash, VQ and EM with and without distillation, EM n_c = 4), then
+    /// the table; hours on a CPU (the estimate is printed first).
+    PaperTable,
+    /// The latency table (`emvq bench-latency`, release build); without
+    /// arguments over configs/multi30k/latency.toml.
+    BenchLatency {
+        /// `emvq bench-latency` arguments (--list, --teacher, --nat,
+        /// --rescore, --npd, --sentences, --report…).
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
+    },
     /// Set up if needed, build, and run `emvq info`.
     Info,
     /// Download the public originals of a data set into data/ (needs a
@@ -138,7 +154,17 @@ fn main() -> Result<()> {
             setup::ensure(None)?;
             run(cargo().args(["test", "--workspace"]).args(args))
         }
-        Task::Pipeline => pipeline(),
+        Task::Pipeline => pipeline::pipeline(),
+        Task::PaperTable => pipeline::paper_table(),
+        Task::BenchLatency { args } => {
+            setup::ensure(None)?;
+            let mut cmd = emvq();
+            cmd.arg("bench-latency");
+            if args.is_empty() {
+                cmd.args(["--list", "configs/multi30k/latency.toml"]);
+            }
+            run(cmd.args(args))
+        }
         Task::Info => {
             setup::ensure(None)?;
             run(emvq().arg("info"))
@@ -200,29 +226,6 @@ fn main() -> Result<()> {
             bundle::gpu_bundle(&project_root().join(out))
         }
     }
-}
-
-/// The main job. Stages are added here as they land: data preparation →
-/// teacher → distillation → NAT → latency table.
-fn pipeline() -> Result<()> {
-    setup::ensure(None)?;
-    eprintln!("pipeline [1/4]: runtime");
-    run(emvq().arg("info"))?;
-    eprintln!("pipeline [2/4]: data preparation (Multi30k, 8k joint BPE) → runs/data/multi30k/");
-    run(emvq().args(["prepare-data", "--config", "configs/multi30k/data.toml"]))?;
-    // A finished or interrupted teacher run is resumed rather than started over.
-    let teacher = "runs/teacher/multi30k";
-    eprintln!("pipeline [3/4]: teacher, 20 minutes of training → {teacher}/");
-    let mut train = emvq();
-    train.args(["train-teacher", "--config", "configs/multi30k/teacher.toml"]);
-    if project_root().join(teacher).join("checkpoints").is_dir() {
-        train.arg("--resume");
-    }
-    run(&mut train)?;
-    eprintln!("pipeline [4/4]: teacher BLEU/chrF (beam 4) and batch-1 latency on test_2016_flickr");
-    run(emvq().args(["eval", "--run", teacher, "--split", "test_2016_flickr"]))?;
-    eprintln!("pipeline: done (results in {teacher}/results.json); distillation and NAT stages come with issue 8");
-    Ok(())
 }
 
 /// Runs a crate's benchmark example in release mode.
