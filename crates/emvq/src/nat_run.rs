@@ -93,8 +93,8 @@ pub struct PlainRunConfig {
 
 /// The network of a NAT run.
 pub enum NatNet {
-    Latent(LatentNat),
-    Plain(PlainNat),
+    Latent(Box<LatentNat>),
+    Plain(Box<PlainNat>),
 }
 
 /// A trained NAT run ready to decode.
@@ -123,8 +123,8 @@ pub struct LoadedNatRun {
 impl LoadedNatRun {
     pub fn model(&self) -> &dyn NatModel {
         match &self.net {
-            NatNet::Latent(m) => m,
-            NatNet::Plain(m) => m,
+            NatNet::Latent(m) => m.as_ref(),
+            NatNet::Plain(m) => m.as_ref(),
         }
     }
 
@@ -282,7 +282,7 @@ pub fn load_nat_run(run_dir: &Path, device: Option<DeviceSpec>) -> Result<Loaded
                 tokenizer,
                 max_positions: m.max_positions,
                 pad_id: m.pad_id,
-                net: NatNet::Latent(model),
+                net: NatNet::Latent(Box::new(model)),
                 vs,
                 device,
                 weights,
@@ -308,7 +308,7 @@ pub fn load_nat_run(run_dir: &Path, device: Option<DeviceSpec>) -> Result<Loaded
                 tokenizer,
                 max_positions: cfg.model.max_positions,
                 pad_id: cfg.model.pad_id,
-                net: NatNet::Plain(model),
+                net: NatNet::Plain(Box::new(model)),
                 vs,
                 device,
                 weights,
