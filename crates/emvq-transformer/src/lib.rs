@@ -67,5 +67,5 @@ pub use search::{beam_search, greedy, length_penalty, Hypothesis, SearchConfig};
 pub use stack::{Decoder, DecoderCache, Encoder, StackConfig};
 pub use train::{
     average_checkpoints, evaluate, load_training_checkpoint, save_training_checkpoint, step_seed,
-    train_step, EvalStats, StepConfig, StepStats,
+    train_step, train_step_with, with_bf16_autocast, cuda_autocast_dtype, EvalStats, StepConfig, StepStats,
 };

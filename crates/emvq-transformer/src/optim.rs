@@ -142,13 +142,19 @@ impl Adam {
         Ok(total)
     }
 
-    /// One Adam update with learning rate `lr` (bias-corrected moments).
+    /// One Adam update with learning rate `lr` (bias-corrected moments):
+    /// `p ← p − lr·m̂/(√v̂ + ε)` with `m̂ = m/(1 − β₁ᵗ)`, `v̂ = v/(1 − β₂ᵗ)`,
+    /// computed as `p ← p − (lr·√(1 − β₂ᵗ)/(1 − β₁ᵗ))·m/(√v + ε·√(1 − β₂ᵗ))`
+    /// (the same quantity with the corrections folded into two scalars, so
+    /// fewer passes over each parameter).
     pub fn step(&mut self, lr: f64) -> Result<()> {
         let _guard = tch::no_grad_guard();
         self.step += 1;
         let (b1, b2) = (self.cfg.beta1, self.cfg.beta2);
         let bc1 = 1.0 - b1.powi(self.step as i32);
         let bc2_sqrt = (1.0 - b2.powi(self.step as i32)).sqrt();
+        let step_size = lr * bc2_sqrt / bc1;
+        let eps = self.cfg.eps * bc2_sqrt;
         for ((p, m), v) in self
             .params
             .iter_mut()
@@ -163,14 +169,9 @@ impl Adam {
                 let _ = p.f_mul_scalar_(1.0 - lr * self.cfg.weight_decay)?;
             }
             let _ = m.f_lerp_(&g, 1.0 - b1)?; // m ← β₁ m + (1 − β₁) g
-            let _ = v
-                .f_mul_scalar_(b2)?
-                .f_addcmul_(&g.f_mul_scalar(1.0 - b2)?, &g)?; // v ← β₂ v + (1 − β₂) g²
-            let denom = v
-                .f_sqrt()?
-                .f_div_scalar_(bc2_sqrt)?
-                .f_add_scalar_(self.cfg.eps)?;
-            let _ = p.f_addcdiv_(&m.f_mul_scalar(-lr / bc1)?, &denom)?;
+            let _ = v.f_lerp_(&g.f_square()?, 1.0 - b2)?; // v ← β₂ v + (1 − β₂) g²
+            let denom = v.f_sqrt()?.f_add_scalar_(eps)?.f_div_scalar_(-step_size)?;
+            let _ = p.f_addcdiv_(m, &denom)?; // p ← p − step·m/(√v + ε′)
         }
         Ok(())
     }

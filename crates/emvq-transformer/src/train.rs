@@ -55,6 +55,48 @@ pub struct StepStats {
     pub grad_norm: f64,
 }
 
+/// LibTorch's autocast dtype setting for a device type (`at::autocast::
+/// {get,set}_autocast_dtype`, exported by libtorch_cpu but not bound by tch,
+/// whose `tch::autocast` uses the CUDA default, float16). `DeviceType` and
+/// `ScalarType` are `int8_t` enums.
+mod ffi {
+    extern "C" {
+        #[link_name = "_ZN2at8autocast18get_autocast_dtypeEN3c1010DeviceTypeE"]
+        pub fn get_autocast_dtype(device_type: i8) -> i8;
+        #[link_name = "_ZN2at8autocast18set_autocast_dtypeEN3c1010DeviceTypeENS1_10ScalarTypeE"]
+        pub fn set_autocast_dtype(device_type: i8, dtype: i8);
+    }
+    /// `c10::DeviceType::CUDA`.
+    pub const CUDA: i8 = 1;
+    /// `c10::ScalarType::BFloat16`.
+    pub const BFLOAT16: i8 = 15;
+}
+
+/// The dtype CUDA autocast casts to on this thread (float16 unless set).
+pub fn cuda_autocast_dtype() -> Kind {
+    // SAFETY: reads a thread-local LibTorch setting; BFloat16 (15) and
+    // Half (5) are the only values autocast accepts for CUDA.
+    if unsafe { ffi::get_autocast_dtype(ffi::CUDA) } == ffi::BFLOAT16 {
+        Kind::BFloat16
+    } else {
+        Kind::Half
+    }
+}
+
+/// Runs `f` under CUDA autocast to bfloat16 (matmuls and other
+/// autocast-listed ops in bf16, reductions in f32), then restores the
+/// previous autocast dtype. Ops on CPU tensors are unaffected, so check the
+/// device first (the teacher refuses `autocast_bf16` on the CPU).
+pub fn with_bf16_autocast<T>(f: impl FnOnce() -> T) -> T {
+    // SAFETY: reads, then sets, a thread-local LibTorch setting; the value
+    // written back is one LibTorch held.
+    let previous = unsafe { ffi::get_autocast_dtype(ffi::CUDA) };
+    unsafe { ffi::set_autocast_dtype(ffi::CUDA, ffi::BFLOAT16) };
+    let out = tch::autocast(true, f);
+    unsafe { ffi::set_autocast_dtype(ffi::CUDA, previous) };
+    out
+}
+
 /// One optimiser step over one or more micro-batches `(src, tgt)` (each
 /// `[batch, len]` int64, `tgt` ending in EOS then padding); gradients are
 /// accumulated and normalised by the total number of target tokens.
@@ -64,6 +106,20 @@ pub fn train_step(
     schedule: &LrSchedule,
     batches: &[(Tensor, Tensor)],
     cfg: &StepConfig,
+) -> Result<StepStats> {
+    train_step_with(model, opt, schedule, batches, cfg, false)
+}
+
+/// [`train_step`], with the forward passes under bf16 CUDA autocast
+/// ([`with_bf16_autocast`]) when `bf16_autocast` is set; backward passes,
+/// gradients, clipping and Adam stay in f32.
+pub fn train_step_with(
+    model: &Seq2Seq,
+    opt: &mut Adam,
+    schedule: &LrSchedule,
+    batches: &[(Tensor, Tensor)],
+    cfg: &StepConfig,
+    bf16_autocast: bool,
 ) -> Result<StepStats> {
     if batches.is_empty() {
         return Err(TransformerError::Input(
@@ -81,7 +137,12 @@ pub fn train_step(
     opt.zero_grad();
     let (mut loss_sum, mut nll_sum) = (0.0, 0.0);
     for (src, tgt) in batches {
-        let out = model.loss(src, tgt, cfg.label_smoothing, true)?;
+        let forward = || model.loss(src, tgt, cfg.label_smoothing, true);
+        let out = if bf16_autocast {
+            with_bf16_autocast(forward)?
+        } else {
+            forward()?
+        };
         out.loss_sum.f_div_scalar(norm)?.backward();
         loss_sum += out.loss_sum.double_value(&[]);
         nll_sum += out.nll_sum.double_value(&[]);
@@ -245,6 +306,15 @@ mod tests {
         assert_eq!(dedup.len(), a.len());
         assert_ne!(step_seed(7, 1), step_seed(8, 1));
         assert!(a.iter().all(|&s| s <= i64::MAX as u64));
+    }
+
+    #[test]
+    fn bf16_autocast_sets_the_cuda_dtype_only_inside() {
+        // The dtype setting is LibTorch state, readable without a GPU.
+        assert_eq!(cuda_autocast_dtype(), Kind::Half);
+        let inside = with_bf16_autocast(cuda_autocast_dtype);
+        assert_eq!(inside, Kind::BFloat16);
+        assert_eq!(cuda_autocast_dtype(), Kind::Half);
     }
 
     #[test]

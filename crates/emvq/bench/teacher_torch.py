@@ -156,7 +156,7 @@ def main():
     for i, (src, tgt) in enumerate(batches[: warmup + steps]):
         if i == warmup:
             start = time.perf_counter()
-        opt.zero_grad(set_to_none=False)
+        opt.zero_grad()
         loss_sum, n = model.loss(src, tgt, t["label_smoothing"])
         (loss_sum / max(n, 1)).backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), clip)

@@ -3,11 +3,14 @@
 //! (`crates/emvq/bench/teacher_torch.py`) on the same machine in the same
 //! run: the same model config, the same batches (the first batches of the
 //! config's training stream, dumped to a temporary JSON file the script
-//! reads), the same thread count. Each side runs `warmup` untimed steps, then
-//! `steps` timed ones; the sides alternate for `rounds` rounds (emvq,
-//! PyTorch, emvq, …) so a burst of load from other processes hits both
-//! alike, and each side's best round is compared. Tokens are non-padding
-//! target tokens.
+//! reads), the same thread count (the config's, 1 by default). Each side runs
+//! `warmup` untimed steps, then `steps` timed ones, from a fresh model; the
+//! sides alternate for `rounds` rounds (emvq, PyTorch, emvq, PyTorch, …) so
+//! that load from other processes hits both alike. Every round is printed;
+//! the result is each side's median round and their ratio (with the median
+//! of the per-round ratios next to it). Tokens are non-padding target tokens.
+//! emvq runs with its training settings, freed memory kept for reuse
+//! ([`super::reuse_freed_memory`]); the script is plain PyTorch.
 
 use std::path::PathBuf;
 use std::process::Command;
@@ -21,7 +24,7 @@ use emvq_transformer::{train_step, Adam, Seq2Seq, StepConfig};
 use serde::Serialize;
 use tch::{nn::VarStore, Device, Tensor};
 
-use super::{batch_tensors, set_threads, TeacherConfig};
+use super::{batch_tensors, reuse_freed_memory, set_threads, TeacherConfig};
 
 /// `emvq bench-teacher`.
 #[derive(Debug, Args)]
@@ -34,8 +37,8 @@ pub struct BenchArgs {
     /// Untimed steps before each round's timing.
     #[arg(long, default_value_t = 3)]
     pub warmup: usize,
-    /// Rounds per side, alternating.
-    #[arg(long, default_value_t = 2)]
+    /// Rounds per side, alternating; the median round counts.
+    #[arg(long, default_value_t = 5)]
     pub rounds: usize,
     /// Thread count for both sides (default: the config's `threads`).
     #[arg(long)]
@@ -134,6 +137,7 @@ pub fn run(args: &BenchArgs) -> Result<()> {
     config.validate()?;
     let threads = args.threads.unwrap_or(config.threads).max(1);
     set_threads(threads);
+    reuse_freed_memory();
     let cache = std::env::temp_dir().join("emvq-bench-teacher");
     std::fs::create_dir_all(&cache)?;
     let data_dir = config.data.resolve_data_dir(&std::env::current_dir()?)?;
@@ -212,8 +216,50 @@ pub fn run(args: &BenchArgs) -> Result<()> {
     })();
     std::fs::remove_file(&dump).ok();
     result?;
-    let best = |v: &[Round]| v.iter().map(|r| r.tokens_per_s).fold(0.0, f64::max);
-    let (a, b) = (best(&ours), best(&theirs));
-    println!("best of {} rounds: emvq {a:.0} tokens/s, PyTorch {b:.0} tokens/s, ratio emvq/PyTorch {:.2}×", args.rounds, a / b);
+    let speeds = |v: &[Round]| v.iter().map(|r| r.tokens_per_s).collect::<Vec<_>>();
+    let (a, b) = (median(&speeds(&ours)), median(&speeds(&theirs)));
+    let ratios: Vec<f64> = ours
+        .iter()
+        .zip(&theirs)
+        .map(|(a, b)| a.tokens_per_s / b.tokens_per_s)
+        .collect();
+    let list = |v: &[f64], digits: usize| {
+        v.iter()
+            .map(|x| format!("{x:.digits$}"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    println!("emvq    tokens/s by round: {}", list(&speeds(&ours), 0));
+    println!("PyTorch tokens/s by round: {}", list(&speeds(&theirs), 0));
+    println!("emvq/PyTorch by round:     {}", list(&ratios, 2));
+    println!(
+        "median of {} rounds: emvq {a:.0} tokens/s, PyTorch {b:.0} tokens/s, ratio emvq/PyTorch {:.2}× \
+         (median per-round ratio {:.2}×)",
+        ours.len(),
+        a / b,
+        median(&ratios)
+    );
     Ok(())
+}
+
+/// The median (mean of the middle two for an even count).
+fn median(values: &[f64]) -> f64 {
+    let mut v = values.to_vec();
+    v.sort_by(f64::total_cmp);
+    let n = v.len();
+    match n {
+        0 => f64::NAN,
+        _ if n % 2 == 1 => v[n / 2],
+        _ => (v[n / 2 - 1] + v[n / 2]) / 2.0,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn median_of_odd_and_even_counts() {
+        assert_eq!(super::median(&[3.0, 1.0, 2.0]), 2.0);
+        assert_eq!(super::median(&[4.0, 1.0, 3.0, 2.0]), 2.5);
+        assert!(super::median(&[]).is_nan());
+    }
 }
