@@ -78,7 +78,10 @@ pub fn max_minutes(config_text: &str) -> Option<f64> {
     for line in config_text.lines() {
         let line = line.split('#').next().unwrap_or("").trim();
         if line.starts_with('[') {
-            section = line.trim_matches(|c| c == '[' || c == ']').trim().to_string();
+            section = line
+                .trim_matches(|c| c == '[' || c == ']')
+                .trim()
+                .to_string();
         } else if section == "train" {
             if let Some((key, value)) = line.split_once('=') {
                 if key.trim() == "max_minutes" {
@@ -143,7 +146,10 @@ pub fn common_stages(root: &Path) -> Vec<Stage> {
 pub fn nat_stage(root: &Path, config: &str) -> Stage {
     let text = std::fs::read_to_string(root.join(config)).unwrap_or_default();
     let name = config_name(&text).unwrap_or_else(|| {
-        Path::new(config).file_stem().map(|s| s.to_string_lossy().to_string()).unwrap_or_default()
+        Path::new(config)
+            .file_stem()
+            .map(|s| s.to_string_lossy().to_string())
+            .unwrap_or_default()
     });
     let minutes = max_minutes(&text).unwrap_or(25.0);
     let run = format!("runs/nat/{name}");
@@ -163,7 +169,10 @@ pub fn table_stage(list: &str, report: Option<&str>, minutes: f64) -> Stage {
         args.extend(strings(&["--report", r]));
     }
     Stage {
-        title: format!("latency table at batch 1 ({list}){}", report.map_or(String::new(), |r| format!(", report → {r}/report.md"))),
+        title: format!(
+            "latency table at batch 1 ({list}){}",
+            report.map_or(String::new(), |r| format!(", report → {r}/report.md"))
+        ),
         args,
         done_when: None,
         resume: None,
@@ -175,7 +184,11 @@ pub fn table_stage(list: &str, report: Option<&str>, minutes: f64) -> Stage {
 pub fn main_stages(root: &Path) -> Vec<Stage> {
     let mut stages = common_stages(root);
     stages.push(nat_stage(root, "configs/multi30k/nat_em.toml"));
-    stages.push(table_stage("configs/multi30k/latency.toml", Some("runs/pipeline"), 4.0));
+    stages.push(table_stage(
+        "configs/multi30k/latency.toml",
+        Some("runs/pipeline"),
+        4.0,
+    ));
     stages
 }
 
@@ -194,13 +207,22 @@ pub const PAPER_NATS: [&str; 7] = [
 pub fn paper_stages(root: &Path) -> Vec<Stage> {
     let mut stages = common_stages(root);
     stages.extend(PAPER_NATS.iter().map(|c| nat_stage(root, c)));
-    stages.push(table_stage("configs/multi30k/latency_paper.toml", Some("runs/pipeline/paper"), 10.0));
+    stages.push(table_stage(
+        "configs/multi30k/latency_paper.toml",
+        Some("runs/pipeline/paper"),
+        10.0,
+    ));
     stages
 }
 
 /// Minutes the stages still to run take.
 pub fn estimate(stages: &[Stage], actions: &[Action]) -> f64 {
-    stages.iter().zip(actions).filter(|(_, a)| **a != Action::Skip).map(|(s, _)| s.minutes).sum()
+    stages
+        .iter()
+        .zip(actions)
+        .filter(|(_, a)| **a != Action::Skip)
+        .map(|(s, _)| s.minutes)
+        .sum()
 }
 
 /// Runs `stages` in order, each skipped, resumed or run as [`plan`] says.
@@ -219,10 +241,18 @@ pub fn execute(name: &str, stages: &[Stage]) -> Result<()> {
     eprintln!("{name} [1/{total}]: runtime");
     run(emvq().arg("info"))?;
     for (i, (stage, action)) in stages.iter().zip(&actions).enumerate() {
-        let step = format!("{name} [{}/{total}] ({:.0} min in)", i + 2, start.elapsed().as_secs_f64() / 60.0);
+        let step = format!(
+            "{name} [{}/{total}] ({:.0} min in)",
+            i + 2,
+            start.elapsed().as_secs_f64() / 60.0
+        );
         match action {
             Action::Skip => {
-                eprintln!("{step}: {} — done already ({})", stage.title, stage.done_when.as_ref().expect("skip").display());
+                eprintln!(
+                    "{step}: {} — done already ({})",
+                    stage.title,
+                    stage.done_when.as_ref().expect("skip").display()
+                );
                 continue;
             }
             Action::Resume => eprintln!("{step}: {} — resuming", stage.title),
@@ -235,7 +265,10 @@ pub fn execute(name: &str, stages: &[Stage]) -> Result<()> {
         }
         run(&mut cmd)?;
     }
-    eprintln!("{name}: done in {:.1} minutes", start.elapsed().as_secs_f64() / 60.0);
+    eprintln!(
+        "{name}: done in {:.1} minutes",
+        start.elapsed().as_secs_f64() / 60.0
+    );
     Ok(())
 }
 
@@ -279,12 +312,24 @@ mod tests {
         std::fs::create_dir_all(&root).unwrap();
         let stages = main_stages(&project_root()); // the shipped configs, planned against `root`
         let titles: Vec<&str> = stages.iter().map(|s| s.args[0].as_str()).collect();
-        assert_eq!(titles, ["prepare-data", "train-teacher", "distill", "train-nat", "bench-latency"]);
+        assert_eq!(
+            titles,
+            [
+                "prepare-data",
+                "train-teacher",
+                "distill",
+                "train-nat",
+                "bench-latency"
+            ]
+        );
         use Action::*;
         assert_eq!(plan(&root, &stages), [Run, Run, Run, Run, Run]);
         // Data done, teacher interrupted.
         touch(&root, "runs/data/multi30k/stats.json");
-        touch(&root, &format!("{TEACHER}/checkpoints/step_00000050.safetensors"));
+        touch(
+            &root,
+            &format!("{TEACHER}/checkpoints/step_00000050.safetensors"),
+        );
         assert_eq!(plan(&root, &stages), [Skip, Resume, Run, Run, Run]);
         // An empty checkpoint folder is nothing to resume.
         std::fs::create_dir_all(root.join("runs/nat/multi30k_em/checkpoints")).unwrap();
@@ -292,11 +337,18 @@ mod tests {
         // Teacher finished, distillation complete, NAT interrupted.
         touch(&root, &format!("{TEACHER}/model.safetensors"));
         touch(&root, &format!("{DISTILLED}/record.json"));
-        touch(&root, "runs/nat/multi30k_em/checkpoints/step_00000050.safetensors");
+        touch(
+            &root,
+            "runs/nat/multi30k_em/checkpoints/step_00000050.safetensors",
+        );
         assert_eq!(plan(&root, &stages), [Skip, Skip, Skip, Resume, Run]);
         touch(&root, "runs/nat/multi30k_em/model.safetensors");
         let actions = plan(&root, &stages);
-        assert_eq!(actions, [Skip, Skip, Skip, Skip, Run], "the table is always rebuilt");
+        assert_eq!(
+            actions,
+            [Skip, Skip, Skip, Skip, Run],
+            "the table is always rebuilt"
+        );
         assert_eq!(estimate(&stages, &actions), stages[4].minutes);
         std::fs::remove_dir_all(&root).unwrap();
     }
@@ -305,7 +357,10 @@ mod tests {
     fn shipped_configs_give_the_stage_names_and_budgets() {
         let root = project_root();
         let stages = main_stages(&root);
-        assert_eq!(stages[3].done_when.as_deref(), Some(Path::new("runs/nat/multi30k_em/model.safetensors")));
+        assert_eq!(
+            stages[3].done_when.as_deref(),
+            Some(Path::new("runs/nat/multi30k_em/model.safetensors"))
+        );
         let teacher = std::fs::read_to_string(root.join("configs/multi30k/teacher.toml")).unwrap();
         assert_eq!(config_name(&teacher).as_deref(), Some("multi30k"));
         // The main job fits its 75-minute budget (build time aside).

@@ -22,8 +22,8 @@ use anyhow::{ensure, Context, Result};
 use clap::Args;
 use emvq_bleu::{Bleu, BleuConfig, Chrf, ChrfConfig, StatsMetric};
 use emvq_data::{prepare::encode_corpus, read_parallel, SubwordTokenizer, TranslationDataConfig};
-use emvq_transformer::Seq2Seq;
 use emvq_tensor::{fsutil::write_atomic, DeviceSpec};
+use emvq_transformer::Seq2Seq;
 use serde::Serialize;
 
 use crate::nat_run::{load_nat_run, load_teacher_run, run_kind, LoadedNatRun, RunKind};
@@ -169,7 +169,10 @@ fn latency(teacher: &LoadedTeacher, sources: &[Vec<u32>], beam: i64, n: usize) -
 pub fn run(args: &EvalArgs) -> Result<()> {
     match run_kind(&args.run)? {
         RunKind::Teacher => {
-            ensure!(args.rescore.is_none() && args.teacher.is_none(), "--rescore and --teacher apply to NAT runs");
+            ensure!(
+                args.rescore.is_none() && args.teacher.is_none(),
+                "--rescore and --teacher apply to NAT runs"
+            );
             run_teacher(args).map(|_| ())
         }
         RunKind::LatentNat | RunKind::PlainNat => run_nat(args).map(|_| ()),
@@ -247,11 +250,17 @@ pub fn nat_batch1(
 
 /// `emvq eval` on a NAT run; returns the stored result.
 pub fn run_nat(args: &EvalArgs) -> Result<NatSplitResult> {
-    ensure!(args.beam.is_none() && args.alpha.is_none(), "--beam and --alpha apply to teacher runs");
+    ensure!(
+        args.beam.is_none() && args.alpha.is_none(),
+        "--beam and --alpha apply to teacher runs"
+    );
     let mut nat = load_nat_run(&args.run, args.device)?;
     nat.decode.temperature = args.temperature;
     let (sources, refs) = read_split(&nat.data, &nat.tokenizer, &args.split)?;
-    let n_latency = args.latency_sentences.unwrap_or(sources.len()).min(sources.len());
+    let n_latency = args
+        .latency_sentences
+        .unwrap_or(sources.len())
+        .min(sources.len());
     let teacher_dir = args.teacher.clone().unwrap_or_else(|| nat.teacher.clone());
     let (out, seconds, latency, teacher) = match args.rescore {
         None => {
@@ -282,8 +291,13 @@ pub fn run_nat(args: &EvalArgs) -> Result<NatSplitResult> {
         }
     };
     let hyps = nat.tokenizer.decode_batch(&out)?;
-    let suffix = args.rescore.map_or("nat".to_string(), |s| format!("rescore{s}"));
-    let translations = args.run.join("translations").join(format!("{}.{suffix}.txt", args.split));
+    let suffix = args
+        .rescore
+        .map_or("nat".to_string(), |s| format!("rescore{s}"));
+    let translations = args
+        .run
+        .join("translations")
+        .join(format!("{}.{suffix}.txt", args.split));
     std::fs::create_dir_all(translations.parent().expect("has a parent"))?;
     let mut text = hyps.join("\n");
     text.push('\n');
@@ -309,7 +323,9 @@ pub fn run_nat(args: &EvalArgs) -> Result<NatSplitResult> {
         Some(s) => format!("{}.rescore{s}", args.split),
     };
     let path = store_result(&args.run, &key, serde_json::to_value(&result)?)?;
-    let how = args.rescore.map_or("one pass".to_string(), |s| format!("best of {s} rescored by the teacher"));
+    let how = args.rescore.map_or("one pass".to_string(), |s| {
+        format!("best of {s} rescored by the teacher")
+    });
     println!("{} ({how})", result.bleu.line);
     println!("{}", result.chrf.line);
     if let Some(l) = &result.latency {

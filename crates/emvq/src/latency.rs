@@ -32,7 +32,10 @@ use emvq_tensor::{fsutil::write_atomic, load_toml, DeviceSpec};
 use serde::{Deserialize, Serialize};
 
 use crate::eval::{bleu_of, nat_batch1, read_split};
-use crate::nat_run::{bottleneck_label, load_nat_run, load_teacher_run, set_threads_once, run_kind, LoadedNatRun, RunKind};
+use crate::nat_run::{
+    bottleneck_label, load_nat_run, load_teacher_run, run_kind, set_threads_once, LoadedNatRun,
+    RunKind,
+};
 use crate::teacher::{LoadedTeacher, MODEL_FILE};
 use crate::translate::translate_ids;
 
@@ -163,7 +166,10 @@ impl LatencyList {
         if let Some(n) = &args.npd {
             list.npd = n.clone();
         }
-        list.nats.extend(args.nats.iter().map(|run| NatEntry { label: None, run: run.clone() }));
+        list.nats.extend(args.nats.iter().map(|run| NatEntry {
+            label: None,
+            run: run.clone(),
+        }));
         ensure!(list.beam >= 1, "beam must be at least 1");
         ensure!(
             list.rescore.iter().chain(&list.npd).all(|&s| s >= 1),
@@ -215,7 +221,9 @@ impl Table {
         );
         md.push_str("| model | decoding | distilled | bottleneck | n_c | BLEU | mean ms | median ms | speed-up vs beam | speed-up vs greedy | code perplexity |\n");
         md.push_str("| --- | --- | --- | --- | --- | ---: | ---: | ---: | ---: | ---: | ---: |\n");
-        let num = |v: Option<f64>, digits: usize| v.map_or("—".to_string(), |v| format!("{v:.digits$}"));
+        let num = |v: Option<f64>, digits: usize| {
+            v.map_or("—".to_string(), |v| format!("{v:.digits$}"))
+        };
         let times = |v: Option<f64>| v.map_or("—".to_string(), |v| format!("{v:.2}×"));
         for r in &self.rows {
             if !r.trained {
@@ -294,9 +302,16 @@ pub fn default_label(nat: &LoadedNatRun) -> String {
 fn untrained_rows(entry: &NatEntry, list: &LatencyList) -> Vec<Row> {
     let text = std::fs::read_to_string(entry.run.join("config.toml")).ok();
     let table: Option<toml::Table> = text.as_deref().and_then(|t| toml::from_str(t).ok());
-    let model = entry.label.clone().unwrap_or_else(|| entry.run.display().to_string());
-    let distilled = table.as_ref().map(|t| t.get("data").and_then(|d| d.get("train_dir")).is_some());
-    let kind = text.as_deref().and_then(|t| crate::nat_run::config_kind(t).ok());
+    let model = entry
+        .label
+        .clone()
+        .unwrap_or_else(|| entry.run.display().to_string());
+    let distilled = table
+        .as_ref()
+        .map(|t| t.get("data").and_then(|d| d.get("train_dir")).is_some());
+    let kind = text
+        .as_deref()
+        .and_then(|t| crate::nat_run::config_kind(t).ok());
     let rows_of = |decodings: Vec<String>| {
         decodings
             .into_iter()
@@ -319,10 +334,18 @@ fn untrained_rows(entry: &NatEntry, list: &LatencyList) -> Vec<Row> {
     };
     let extra = match kind {
         Some(RunKind::PlainNat) => list.npd.iter().map(|s| format!("NPD {s}")).collect(),
-        Some(RunKind::LatentNat) => list.rescore.iter().map(|s| format!("rescore {s}")).collect(),
+        Some(RunKind::LatentNat) => list
+            .rescore
+            .iter()
+            .map(|s| format!("rescore {s}"))
+            .collect(),
         _ => Vec::new(),
     };
-    rows_of(std::iter::once("one pass".to_string()).chain(extra).collect())
+    rows_of(
+        std::iter::once("one pass".to_string())
+            .chain(extra)
+            .collect(),
+    )
 }
 
 /// One timed decoder of the table.
@@ -348,7 +371,10 @@ pub fn run(args: &BenchArgs) -> Result<Table> {
         );
         Some(load_teacher_run(&list.teacher, args.device)?)
     } else {
-        tracing::warn!("teacher {} is not trained: AR rows and rescoring are left out", list.teacher.display());
+        tracing::warn!(
+            "teacher {} is not trained: AR rows and rescoring are left out",
+            list.teacher.display()
+        );
         None
     };
     let mut nats: Vec<(NatEntry, Option<LoadedNatRun>)> = Vec::new();
@@ -370,7 +396,11 @@ pub fn run(args: &BenchArgs) -> Result<Table> {
         (None, None) => bail!("nothing to time: neither the teacher nor any NAT run is trained"),
     };
     let (sources, refs) = read_split(data, tokenizer, &list.split)?;
-    let n = if list.sentences == 0 { sources.len() } else { list.sentences.min(sources.len()) };
+    let n = if list.sentences == 0 {
+        sources.len()
+    } else {
+        list.sentences.min(sources.len())
+    };
     let refs = &refs[..n];
     // Every model reads the split with its own tokenizer (NATs share the
     // teacher's, but nothing is assumed).
@@ -382,11 +412,20 @@ pub fn run(args: &BenchArgs) -> Result<Table> {
     for (i, (_, nat)) in nats.iter().enumerate() {
         let Some(nat) = nat else { continue };
         let (own, _) = read_split(&nat.data, &nat.tokenizer, &list.split)?;
-        ensure!(own.len() >= n, "{}: split {} is shorter", nat.name, list.split);
+        ensure!(
+            own.len() >= n,
+            "{}: split {} is shorter",
+            nat.name,
+            list.split
+        );
         let own = own[..n].to_vec();
         decoders.push((Decoder::Nat(i, nat, None), own.clone()));
         if teacher.is_some() {
-            let extra = if nat.kind == RunKind::PlainNat { &list.npd } else { &list.rescore };
+            let extra = if nat.kind == RunKind::PlainNat {
+                &list.npd
+            } else {
+                &list.rescore
+            };
             for &s in extra {
                 decoders.push((Decoder::Nat(i, nat, Some(s)), own.clone()));
             }
@@ -403,11 +442,25 @@ pub fn run(args: &BenchArgs) -> Result<Table> {
             let out = match decoder {
                 Decoder::Teacher(t, beam) => {
                     let search = t.config.decode.search(*beam);
-                    translate_ids(&t.model, std::slice::from_ref(&srcs[i]), &search, 1, t.device)?.swap_remove(0)
+                    translate_ids(
+                        &t.model,
+                        std::slice::from_ref(&srcs[i]),
+                        &search,
+                        1,
+                        t.device,
+                    )?
+                    .swap_remove(0)
                 }
                 Decoder::Nat(_, nat, s) => {
-                    let rescorer = s.map(|s| (&teacher.as_ref().expect("rescoring needs the teacher").model, s));
-                    nat_batch1(nat, std::slice::from_ref(&srcs[i]), rescorer)?.0.swap_remove(0)
+                    let rescorer = s.map(|s| {
+                        (
+                            &teacher.as_ref().expect("rescoring needs the teacher").model,
+                            s,
+                        )
+                    });
+                    nat_batch1(nat, std::slice::from_ref(&srcs[i]), rescorer)?
+                        .0
+                        .swap_remove(0)
                 }
             };
             ms[d].push(start.elapsed().as_secs_f64() * 1e3);
@@ -424,7 +477,11 @@ pub fn run(args: &BenchArgs) -> Result<Table> {
             Decoder::Teacher(t, beam) => (
                 "Autoregressive".to_string(),
                 list.teacher.clone(),
-                if *beam == 1 { "greedy".to_string() } else { format!("beam {beam}") },
+                if *beam == 1 {
+                    "greedy".to_string()
+                } else {
+                    format!("beam {beam}")
+                },
                 Some(t.config.data.train_dir.is_some()),
                 "—".to_string(),
                 None,
@@ -470,10 +527,18 @@ pub fn run(args: &BenchArgs) -> Result<Table> {
         rows.insert(0, ar_untrained(&list, &format!("beam {}", list.beam)));
     }
     // Not-trained NAT rows where the list puts them.
-    let mut ordered: Vec<Row> = rows.iter().filter(|r| r.model == "Autoregressive").cloned().collect();
+    let mut ordered: Vec<Row> = rows
+        .iter()
+        .filter(|r| r.model == "Autoregressive")
+        .cloned()
+        .collect();
     for (entry, loaded) in &nats {
         match loaded {
-            Some(_) => ordered.extend(rows.iter().filter(|r| r.run == entry.run && r.model != "Autoregressive").cloned()),
+            Some(_) => ordered.extend(
+                rows.iter()
+                    .filter(|r| r.run == entry.run && r.model != "Autoregressive")
+                    .cloned(),
+            ),
             None => ordered.extend(untrained_rows(entry, &list)),
         }
     }
@@ -487,14 +552,20 @@ pub fn run(args: &BenchArgs) -> Result<Table> {
         device: teacher
             .as_ref()
             .map(|t| format!("{:?}", t.device))
-            .or_else(|| nats.iter().find_map(|(_, l)| l.as_ref().map(|l| format!("{:?}", l.device))))
+            .or_else(|| {
+                nats.iter()
+                    .find_map(|(_, l)| l.as_ref().map(|l| format!("{:?}", l.device)))
+            })
             .unwrap_or_default(),
         teacher: list.teacher.clone(),
         rows: ordered,
     };
     let dir = args.runs.join("latency").join(&list.name);
     std::fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
-    write_atomic(&dir.join("table.json"), serde_json::to_string_pretty(&table)?.as_bytes())?;
+    write_atomic(
+        &dir.join("table.json"),
+        serde_json::to_string_pretty(&table)?.as_bytes(),
+    )?;
     let md = table.markdown();
     write_atomic(&dir.join("table.md"), md.as_bytes())?;
     println!("{md}");
@@ -528,7 +599,9 @@ fn ar_untrained(list: &LatencyList, decoding: &str) -> Row {
 fn speedups(rows: &mut [Row]) {
     let mean_of = |rows: &[Row], greedy: bool| {
         rows.iter()
-            .find(|r| r.model == "Autoregressive" && r.trained && (r.decoding == "greedy") == greedy)
+            .find(|r| {
+                r.model == "Autoregressive" && r.trained && (r.decoding == "greedy") == greedy
+            })
             .and_then(|r| r.mean_ms)
     };
     let (beam, greedy) = (mean_of(rows, false), mean_of(rows, true));
@@ -573,7 +646,10 @@ mod tests {
         speedups(&mut rows);
         assert_eq!(rows[0].speedup_vs_beam, Some(1.0));
         assert_eq!(rows[1].speedup_vs_beam, Some(2.0));
-        assert_eq!((rows[2].speedup_vs_beam, rows[2].speedup_vs_greedy), (Some(8.0), Some(4.0)));
+        assert_eq!(
+            (rows[2].speedup_vs_beam, rows[2].speedup_vs_greedy),
+            (Some(8.0), Some(4.0))
+        );
         assert_eq!(rows[3].speedup_vs_beam, None);
         let table = Table {
             name: "t".into(),
@@ -586,7 +662,10 @@ mod tests {
         };
         let md = table.markdown();
         assert!(md.contains("| VQ-VAE with EM | one pass | — | — | — | 30.00 | 5.00 | 5.00 | 8.00× | 4.00× | — |"), "{md}");
-        assert!(md.contains("| NAT | one pass | — | — | — | not trained |"), "{md}");
+        assert!(
+            md.contains("| NAT | one pass | — | — | — | not trained |"),
+            "{md}"
+        );
     }
 
     #[test]
@@ -609,7 +688,8 @@ mod tests {
         let list: LatencyList = load_toml(&root.join("configs/multi30k/latency.toml")).unwrap();
         assert_eq!(list.split, "test_2016_flickr");
         assert!(list.nats.iter().any(|e| e.run.ends_with("multi30k_em")));
-        let paper: LatencyList = load_toml(&root.join("configs/multi30k/latency_paper.toml")).unwrap();
+        let paper: LatencyList =
+            load_toml(&root.join("configs/multi30k/latency_paper.toml")).unwrap();
         assert_eq!(paper.nats.len(), 7, "every NAT model of the paper's table");
     }
 }

@@ -45,14 +45,19 @@ pub enum RunKind {
 /// The kind of run in `run_dir`, from its `config.toml`.
 pub fn run_kind(run_dir: &Path) -> Result<RunKind> {
     let path = run_dir.join("config.toml");
-    let text = std::fs::read_to_string(&path)
-        .with_context(|| format!("{}: cannot read the run's config (not a run directory?)", path.display()))?;
+    let text = std::fs::read_to_string(&path).with_context(|| {
+        format!(
+            "{}: cannot read the run's config (not a run directory?)",
+            path.display()
+        )
+    })?;
     config_kind(&text).with_context(|| format!("{}", path.display()))
 }
 
 /// The kind of run a config file describes.
 pub fn config_file_kind(path: &Path) -> Result<RunKind> {
-    let text = std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
+    let text =
+        std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
     config_kind(&text).with_context(|| format!("{}", path.display()))
 }
 
@@ -150,7 +155,11 @@ impl LoadedNatRun {
 
     /// The translation of one source (ids ending in EOS): one pass, or with
     /// `rescore = Some((teacher, S))` the teacher's best of `S` candidates.
-    pub fn translate_one(&self, source: &[u32], rescorer: Option<(&Seq2Seq, usize)>) -> Result<Vec<u32>> {
+    pub fn translate_one(
+        &self,
+        source: &[u32],
+        rescorer: Option<(&Seq2Seq, usize)>,
+    ) -> Result<Vec<u32>> {
         let _guard = tch::no_grad_guard();
         let src = self.source_tensor(source); // [1, src_len]
         let tokens = match rescorer {
@@ -196,7 +205,10 @@ pub fn translate_batched(
     order.sort_by_key(|&i| std::cmp::Reverse(sources[i].len()));
     let mut out = vec![Vec::new(); sources.len()];
     for chunk in order.chunks(batch.max(1)) {
-        let rows: Vec<Vec<u32>> = chunk.iter().map(|&i| fit_source(&sources[i], max_positions as usize)).collect();
+        let rows: Vec<Vec<u32>> = chunk
+            .iter()
+            .map(|&i| fit_source(&sources[i], max_positions as usize))
+            .collect();
         let refs: Vec<&[u32]> = rows.iter().map(Vec::as_slice).collect();
         let src = pad_rows(&refs, pad, device); // [batch, src_len]
         for (&i, tokens) in chunk.iter().zip(model.translate(&src, decode)?) {
@@ -257,7 +269,14 @@ pub fn load_teacher_run(run_dir: &Path, device: Option<DeviceSpec>) -> Result<Lo
     let vs = VarStore::new(device);
     let model = Seq2Seq::new(vs.root(), &config.model)?;
     let weights = restore_weights(run_dir, &vs)?;
-    Ok(LoadedTeacher { config, tokenizer, model, vs, device, weights })
+    Ok(LoadedTeacher {
+        config,
+        tokenizer,
+        model,
+        vs,
+        device,
+        weights,
+    })
 }
 
 /// Loads a NAT run (latent or plain): `model.safetensors` when training
@@ -275,7 +294,11 @@ pub fn load_nat_run(run_dir: &Path, device: Option<DeviceSpec>) -> Result<Loaded
             let model = LatentNat::new(vs.root(), &cfg.model)?;
             let weights = restore_weights(run_dir, &vs)?;
             let m = &cfg.model;
-            let bottleneck = (!m.bypass_bottleneck).then_some((m.bottleneck.kind, m.bottleneck.bits, m.bottleneck.slices));
+            let bottleneck = (!m.bypass_bottleneck).then_some((
+                m.bottleneck.kind,
+                m.bottleneck.bits,
+                m.bottleneck.slices,
+            ));
             Ok(LoadedNatRun {
                 kind: RunKind::LatentNat,
                 name: cfg.name.clone(),
@@ -328,7 +351,10 @@ mod tests {
 
     #[test]
     fn kinds_from_config_text() {
-        assert_eq!(config_kind("name = \"t\"\n[model]\nd_model = 8\n").unwrap(), RunKind::Teacher);
+        assert_eq!(
+            config_kind("name = \"t\"\n[model]\nd_model = 8\n").unwrap(),
+            RunKind::Teacher
+        );
         let nat = "teacher = \"runs/teacher/t\"\n[model]\nd_model = 8\n";
         assert_eq!(config_kind(nat).unwrap(), RunKind::PlainNat);
         let latent = "teacher = \"runs/teacher/t\"\n[model]\ncompress_steps = 3\n";
@@ -340,10 +366,16 @@ mod tests {
     #[test]
     fn shipped_variant_configs_parse_and_validate() {
         let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
-        for (file, distilled) in [("nat_semhash", true), ("nat_em_raw", false), ("nat_vq_raw", false)] {
+        for (file, distilled) in [
+            ("nat_semhash", true),
+            ("nat_em_raw", false),
+            ("nat_vq_raw", false),
+        ] {
             let path = root.join(format!("configs/multi30k/{file}.toml"));
             let config: crate::nat::NatRunConfig = emvq_tensor::load_toml(&path).unwrap();
-            config.validate().unwrap_or_else(|e| panic!("{file}: {e:#}"));
+            config
+                .validate()
+                .unwrap_or_else(|e| panic!("{file}: {e:#}"));
             assert_eq!(config.data.train_dir.is_some(), distilled, "{file}");
             assert_eq!(config_file_kind(&path).unwrap(), RunKind::LatentNat);
         }
@@ -353,7 +385,10 @@ mod tests {
     fn bottleneck_labels() {
         assert_eq!(bottleneck_label(None), "—");
         assert_eq!(bottleneck_label(Some((BottleneckKind::Em, 8, 1))), "EM 2^8");
-        assert_eq!(bottleneck_label(Some((BottleneckKind::Vq, 12, 4))), "VQ 2^12, n_c 4");
+        assert_eq!(
+            bottleneck_label(Some((BottleneckKind::Vq, 12, 4))),
+            "VQ 2^12, n_c 4"
+        );
     }
 
     #[test]

@@ -141,7 +141,10 @@ fn write_output(args: &TranslateArgs, text: &[String]) -> Result<()> {
 
 /// `emvq translate` on a NAT run.
 fn run_nat(args: &TranslateArgs) -> Result<()> {
-    anyhow::ensure!(args.beam.is_none() && args.alpha.is_none(), "--beam and --alpha apply to teacher runs");
+    anyhow::ensure!(
+        args.beam.is_none() && args.alpha.is_none(),
+        "--beam and --alpha apply to teacher runs"
+    );
     let mut nat = load_nat_run(&args.run, args.device)?;
     nat.decode.temperature = args.temperature;
     let lines = read_input(args)?;
@@ -165,7 +168,8 @@ fn run_nat(args: &TranslateArgs) -> Result<()> {
     tracing::info!(
         "translated {} sentences ({}) in {:.2} s with {}",
         lines.len(),
-        args.rescore.map_or("one pass".into(), |s| format!("best of {s} by the teacher")),
+        args.rescore
+            .map_or("one pass".into(), |s| format!("best of {s} by the teacher")),
         start.elapsed().as_secs_f64(),
         nat.weights.display()
     );

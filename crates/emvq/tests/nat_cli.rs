@@ -25,9 +25,25 @@ fn corpus(n: usize, offset: usize) -> (Vec<String>, Vec<String>) {
     let (mut en, mut de) = (vec![], vec![]);
     for i in 0..n {
         let k = i + offset;
-        let picks: Vec<usize> = (0..3 + k % 4).map(|j| (k * 7 + j * 5 + j * j) % WORDS.len()).collect();
-        en.push(picks.iter().map(|&p| WORDS[p].0).collect::<Vec<_>>().join(" ") + ".");
-        de.push(picks.iter().map(|&p| WORDS[p].1).collect::<Vec<_>>().join(" ") + ".");
+        let picks: Vec<usize> = (0..3 + k % 4)
+            .map(|j| (k * 7 + j * 5 + j * j) % WORDS.len())
+            .collect();
+        en.push(
+            picks
+                .iter()
+                .map(|&p| WORDS[p].0)
+                .collect::<Vec<_>>()
+                .join(" ")
+                + ".",
+        );
+        de.push(
+            picks
+                .iter()
+                .map(|&p| WORDS[p].1)
+                .collect::<Vec<_>>()
+                .join(" ")
+                + ".",
+        );
     }
     (en, de)
 }
@@ -64,7 +80,8 @@ const NAT_TRAIN: &str = "[train]\nlr_scale = 2.0\nwarmup_steps = 4\nmax_steps = 
 adam_eps = 1e-9\nclip_norm = 1.0\nlog_every = 1\neval_every = 2\neval_bleu = true\ncheckpoint_every = 2\n\
 keep_last = 2\naverage_last = 2\n\n[decode]\nlatent_beam = 1\nbatch_sentences = 8\n";
 
-const LENGTH: &str = "[model.length]\nrule = \"predicted\"\nratio_a = 1.0\nratio_b = 0.0\nmax_offset = 8\n";
+const LENGTH: &str =
+    "[model.length]\nrule = \"predicted\"\nratio_a = 1.0\nratio_b = 0.0\nmax_offset = 8\n";
 
 fn latent_config(data: &Path) -> String {
     format!(
@@ -98,7 +115,12 @@ fn emvq(cwd: &Path, args: &[&str]) -> Output {
 }
 
 fn ok(out: Output) -> Output {
-    assert!(out.status.success(), "emvq failed: {}\n{}", out.status, String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "emvq failed: {}\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
     out
 }
 
@@ -124,23 +146,57 @@ fn nat_runs_eval_translate_and_bench_latency() {
     ] {
         std::fs::write(w.join(file), text).unwrap();
     }
-    ok(emvq(w, &["train-teacher", "--config", "teacher.toml", "--runs", "runs"]));
-    ok(emvq(w, &["train-nat", "--config", "em.toml", "--runs", "runs"]));
-    ok(emvq(w, &["train-nat", "--config", "plain.toml", "--runs", "runs"]));
+    ok(emvq(
+        w,
+        &[
+            "train-teacher",
+            "--config",
+            "teacher.toml",
+            "--runs",
+            "runs",
+        ],
+    ));
+    ok(emvq(
+        w,
+        &["train-nat", "--config", "em.toml", "--runs", "runs"],
+    ));
+    ok(emvq(
+        w,
+        &["train-nat", "--config", "plain.toml", "--runs", "runs"],
+    ));
     for run in ["runs/nat/em", "runs/nat/plain"] {
-        for file in ["config.toml", "tokenizer.json", "metrics.jsonl", "model.safetensors"] {
+        for file in [
+            "config.toml",
+            "tokenizer.json",
+            "metrics.jsonl",
+            "model.safetensors",
+        ] {
             assert!(w.join(run).join(file).is_file(), "{run}/{file} missing");
         }
     }
     let metrics = std::fs::read_to_string(w.join("runs/nat/plain/metrics.jsonl")).unwrap();
-    assert!(metrics.lines().any(|l| l.contains("\"kind\":\"final\"") && l.contains("bleu_greedy")), "{metrics}");
-    assert!(metrics.lines().any(|l| l.contains("\"length_ce\"")), "{metrics}");
+    assert!(
+        metrics
+            .lines()
+            .any(|l| l.contains("\"kind\":\"final\"") && l.contains("bleu_greedy")),
+        "{metrics}"
+    );
+    assert!(
+        metrics.lines().any(|l| l.contains("\"length_ce\"")),
+        "{metrics}"
+    );
 
     // eval: one pass, then rescoring, into the run's results.json.
-    for (run, kind) in [("runs/nat/em", "latent_nat"), ("runs/nat/plain", "plain_nat")] {
+    for (run, kind) in [
+        ("runs/nat/em", "latent_nat"),
+        ("runs/nat/plain", "plain_nat"),
+    ] {
         let out = ok(emvq(w, &["eval", "--run", run, "--latency-sentences", "3"]));
         let printed = String::from_utf8(out.stdout).unwrap();
-        assert!(printed.contains("BLEU|nrefs:1|case:mixed|eff:no|tok:13a|smooth:exp"), "{printed}");
+        assert!(
+            printed.contains("BLEU|nrefs:1|case:mixed|eff:no|tok:13a|smooth:exp"),
+            "{printed}"
+        );
         ok(emvq(w, &["eval", "--run", run, "--rescore", "3"]));
         let results = json(&w.join(run).join("results.json"));
         let one = &results["test_2016_flickr"];
@@ -153,12 +209,21 @@ fn nat_runs_eval_translate_and_bench_latency() {
         let best = &results["test_2016_flickr.rescore3"];
         assert_eq!(best["rescore"], 3);
         assert_eq!(best["latency"]["sentences"], 6);
-        assert!(best["teacher"].as_str().unwrap().ends_with("runs/teacher/tiny"));
+        assert!(best["teacher"]
+            .as_str()
+            .unwrap()
+            .ends_with("runs/teacher/tiny"));
         assert!(best["bleu"]["score"].as_f64().unwrap() >= 0.0);
         // Options of the other kind of run are refused.
-        assert!(!emvq(w, &["eval", "--run", run, "--beam", "2"]).status.success());
+        assert!(!emvq(w, &["eval", "--run", run, "--beam", "2"])
+            .status
+            .success());
     }
-    assert!(!emvq(w, &["eval", "--run", "runs/teacher/tiny", "--rescore", "2"]).status.success());
+    assert!(
+        !emvq(w, &["eval", "--run", "runs/teacher/tiny", "--rescore", "2"])
+            .status
+            .success()
+    );
 
     // translate: stdin → one line per input line, one pass and rescored.
     for extra in [&[][..], &["--rescore", "2"][..]] {
@@ -172,7 +237,12 @@ fn nat_runs_eval_translate_and_bench_latency() {
             .stderr(Stdio::piped())
             .spawn()
             .unwrap();
-        child.stdin.take().unwrap().write_all(b"the man runs.\na dog sleeps here now.\n").unwrap();
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(b"the man runs.\na dog sleeps here now.\n")
+            .unwrap();
         let out = ok(child.wait_with_output().unwrap());
         assert_eq!(String::from_utf8(out.stdout).unwrap().lines().count(), 2);
     }
@@ -181,9 +251,27 @@ fn nat_runs_eval_translate_and_bench_latency() {
     ok(emvq(
         w,
         &[
-            "bench-latency", "--teacher", "runs/teacher/tiny", "--nat", "runs/nat/em", "--nat", "runs/nat/plain",
-            "--nat", "runs/nat/never", "--rescore", "2", "--npd", "2,3", "--sentences", "4", "--name", "t",
-            "--beam", "2", "--report", "report",
+            "bench-latency",
+            "--teacher",
+            "runs/teacher/tiny",
+            "--nat",
+            "runs/nat/em",
+            "--nat",
+            "runs/nat/plain",
+            "--nat",
+            "runs/nat/never",
+            "--rescore",
+            "2",
+            "--npd",
+            "2,3",
+            "--sentences",
+            "4",
+            "--name",
+            "t",
+            "--beam",
+            "2",
+            "--report",
+            "report",
         ],
     ));
     let table = json(&w.join("runs/latency/t/table.json"));
@@ -192,7 +280,12 @@ fn nat_runs_eval_translate_and_bench_latency() {
         .as_array()
         .unwrap()
         .iter()
-        .map(|r| (r["decoding"].as_str().unwrap().to_string(), r["trained"].as_bool().unwrap()))
+        .map(|r| {
+            (
+                r["decoding"].as_str().unwrap().to_string(),
+                r["trained"].as_bool().unwrap(),
+            )
+        })
         .collect();
     let expected = [
         ("beam 2", true),
@@ -214,10 +307,22 @@ fn nat_runs_eval_translate_and_bench_latency() {
     assert_eq!(table["rows"][4]["model"], "NAT + distillation");
     assert_eq!(table["rows"][0]["speedup_vs_beam"], 1.0);
     let md = std::fs::read_to_string(w.join("runs/latency/t/table.md")).unwrap();
-    assert!(md.contains("| runs/nat/never | one pass | — | — | — | not trained |"), "{md}");
+    assert!(
+        md.contains("| runs/nat/never | one pass | — | — | — | not trained |"),
+        "{md}"
+    );
     let report = std::fs::read_to_string(w.join("report/report.md")).unwrap();
     assert!(report.contains("| model | decoding |"), "{report}");
-    for png in ["teacher_tiny_loss.png", "nat_em_loss.png", "nat_em_code_ppl.png", "nat_em_code_usage.png", "nat_plain_loss.png"] {
-        assert!(w.join("report").join(png).is_file(), "{png} missing:\n{report}");
+    for png in [
+        "teacher_tiny_loss.png",
+        "nat_em_loss.png",
+        "nat_em_code_ppl.png",
+        "nat_em_code_usage.png",
+        "nat_plain_loss.png",
+    ] {
+        assert!(
+            w.join("report").join(png).is_file(),
+            "{png} missing:\n{report}"
+        );
     }
 }

@@ -22,14 +22,28 @@ pub struct Ranges {
 }
 
 /// Colours of successive series (blue, orange, green, red, purple).
-pub const PALETTE: [[u8; 3]; 5] = [[31, 119, 180], [255, 127, 14], [44, 160, 44], [214, 39, 40], [148, 103, 189]];
+pub const PALETTE: [[u8; 3]; 5] = [
+    [31, 119, 180],
+    [255, 127, 14],
+    [44, 160, 44],
+    [214, 39, 40],
+    [148, 103, 189],
+];
 
 const MARGIN: usize = 12;
 
 /// The finite data ranges of `series` (a zero-width range is widened by 1).
 pub fn ranges(series: &[Series]) -> Option<Ranges> {
-    let points = series.iter().flat_map(|s| &s.points).filter(|(x, y)| x.is_finite() && y.is_finite());
-    let (mut x0, mut x1, mut y0, mut y1) = (f64::INFINITY, f64::NEG_INFINITY, f64::INFINITY, f64::NEG_INFINITY);
+    let points = series
+        .iter()
+        .flat_map(|s| &s.points)
+        .filter(|(x, y)| x.is_finite() && y.is_finite());
+    let (mut x0, mut x1, mut y0, mut y1) = (
+        f64::INFINITY,
+        f64::NEG_INFINITY,
+        f64::INFINITY,
+        f64::NEG_INFINITY,
+    );
     for &(x, y) in points {
         (x0, x1, y0, y1) = (x0.min(x), x1.max(x), y0.min(y), y1.max(y));
     }
@@ -37,7 +51,10 @@ pub fn ranges(series: &[Series]) -> Option<Ranges> {
         return None;
     }
     let widen = |a: f64, b: f64| if b > a { (a, b) } else { (a - 0.5, b + 0.5) };
-    Some(Ranges { x: widen(x0, x1), y: widen(y0, y1) })
+    Some(Ranges {
+        x: widen(x0, x1),
+        y: widen(y0, y1),
+    })
 }
 
 /// Draws `series` into a `width`×`height` picture; `None` when no series
@@ -46,7 +63,10 @@ pub fn line_plot(series: &[Series], width: usize, height: usize) -> Option<(Rgb,
     let r = ranges(series)?;
     let (width, height) = (width.max(4 * MARGIN), height.max(4 * MARGIN));
     let mut picture = Rgb::filled(width, height, [255, 255, 255]);
-    let (w, h) = ((width - 2 * MARGIN - 1) as f64, (height - 2 * MARGIN - 1) as f64);
+    let (w, h) = (
+        (width - 2 * MARGIN - 1) as f64,
+        (height - 2 * MARGIN - 1) as f64,
+    );
     let to_px = |x: f64, y: f64| {
         let px = MARGIN as f64 + (x - r.x.0) / (r.x.1 - r.x.0) * w;
         let py = (height - MARGIN - 1) as f64 - (y - r.y.0) / (r.y.1 - r.y.0) * h;
@@ -60,7 +80,12 @@ pub fn line_plot(series: &[Series], width: usize, height: usize) -> Option<(Rgb,
         line(&mut picture, (gx, top), (gx, bottom), [225, 225, 225]);
         line(&mut picture, (left, gy), (right, gy), [225, 225, 225]);
     }
-    for (a, b) in [((left, top), (right, top)), ((right, top), (right, bottom)), ((right, bottom), (left, bottom)), ((left, bottom), (left, top))] {
+    for (a, b) in [
+        ((left, top), (right, top)),
+        ((right, top), (right, bottom)),
+        ((right, bottom), (left, bottom)),
+        ((left, bottom), (left, top)),
+    ] {
         line(&mut picture, a, b, [90, 90, 90]);
     }
     for s in series {
@@ -117,10 +142,21 @@ mod tests {
 
     #[test]
     fn a_rising_line_goes_from_bottom_left_to_top_right() {
-        let s = Series { name: "loss".into(), colour: [255, 0, 0], points: vec![(0.0, 1.0), (10.0, 3.0)] };
+        let s = Series {
+            name: "loss".into(),
+            colour: [255, 0, 0],
+            points: vec![(0.0, 1.0), (10.0, 3.0)],
+        };
         let (pic, r) = line_plot(&[s], 100, 60).unwrap();
-        assert_eq!(r, Ranges { x: (0.0, 10.0), y: (1.0, 3.0) });
-        let at = |x: usize, y: usize| &pic.pixels[3 * (y * pic.width + x)..3 * (y * pic.width + x) + 3];
+        assert_eq!(
+            r,
+            Ranges {
+                x: (0.0, 10.0),
+                y: (1.0, 3.0)
+            }
+        );
+        let at =
+            |x: usize, y: usize| &pic.pixels[3 * (y * pic.width + x)..3 * (y * pic.width + x) + 3];
         assert_eq!(at(MARGIN, 60 - MARGIN - 1), [255, 0, 0]);
         assert_eq!(at(100 - MARGIN - 1, MARGIN), [255, 0, 0]);
         assert_eq!(at(80, 40), [255, 255, 255]);
@@ -128,9 +164,23 @@ mod tests {
 
     #[test]
     fn no_finite_point_no_plot() {
-        let s = Series { name: "x".into(), colour: [0, 0, 0], points: vec![(f64::NAN, 1.0)] };
+        let s = Series {
+            name: "x".into(),
+            colour: [0, 0, 0],
+            points: vec![(f64::NAN, 1.0)],
+        };
         assert!(line_plot(&[s], 50, 50).is_none());
-        let flat = Series { name: "x".into(), colour: [0, 0, 0], points: vec![(1.0, 2.0)] };
-        assert_eq!(ranges(&[flat]).unwrap(), Ranges { x: (0.5, 1.5), y: (1.5, 2.5) });
+        let flat = Series {
+            name: "x".into(),
+            colour: [0, 0, 0],
+            points: vec![(1.0, 2.0)],
+        };
+        assert_eq!(
+            ranges(&[flat]).unwrap(),
+            Ranges {
+                x: (0.5, 1.5),
+                y: (1.5, 2.5)
+            }
+        );
     }
 }

@@ -46,8 +46,14 @@ pub fn metric_series(run: &Path, kind: &str, key: &str) -> Vec<(f64, f64)> {
 }
 
 fn stem(run: &Path) -> String {
-    let parent = run.parent().and_then(|p| p.file_name()).map(|s| s.to_string_lossy().to_string());
-    let name = run.file_name().map(|s| s.to_string_lossy().to_string()).unwrap_or_default();
+    let parent = run
+        .parent()
+        .and_then(|p| p.file_name())
+        .map(|s| s.to_string_lossy().to_string());
+    let name = run
+        .file_name()
+        .map(|s| s.to_string_lossy().to_string())
+        .unwrap_or_default();
     parent.map_or(name.clone(), |p| format!("{p}_{name}"))
 }
 
@@ -59,7 +65,12 @@ fn plot(dir: &Path, file: &str, title: &str, series: Vec<Series>) -> Result<Stri
     write_png(&dir.join(file), &picture)?;
     let legend: Vec<String> = series
         .iter()
-        .map(|s| format!("{} rgb({}, {}, {})", s.name, s.colour[0], s.colour[1], s.colour[2]))
+        .map(|s| {
+            format!(
+                "{} rgb({}, {}, {})",
+                s.name, s.colour[0], s.colour[1], s.colour[2]
+            )
+        })
         .collect();
     Ok(format!(
         "{title} — x: step {:.0}…{:.0}, y: {:.3}…{:.3}; {}.\n\n![{title}]({file})\n\n",
@@ -74,25 +85,33 @@ fn plot(dir: &Path, file: &str, title: &str, series: Vec<Series>) -> Result<Stri
 /// Code counts of a latent NAT run on the split's gold targets.
 fn code_usage(run: &Path, split: &str) -> Result<Option<CodeUsage>> {
     let nat = load_nat_run(run, None)?;
-    let NatNet::Latent(model) = &nat.net else { return Ok(None) };
+    let NatNet::Latent(model) = &nat.net else {
+        return Ok(None);
+    };
     if nat.bottleneck.is_none() {
         return Ok(None);
     }
     let data_dir = nat.data.resolve_data_dir(&std::env::current_dir()?)?;
     let (s, t) = nat.data.split_files(&data_dir, split);
-    let raw = read_parallel(&s, &t).with_context(|| format!("split {split:?} of {}", data_dir.display()))?;
+    let raw = read_parallel(&s, &t)
+        .with_context(|| format!("split {split:?} of {}", data_dir.display()))?;
     let all: Vec<usize> = (0..raw.len()).collect();
     let enc = encode_corpus(&nat.tokenizer, &raw, &all)?;
     let bn = model.bottleneck();
     let mut usage = CodeUsage::new(bn.slices(), bn.codebook_size());
     let _guard = tch::no_grad_guard();
     let limit = (model.config().max_positions / 2) as usize;
-    let pairs: Vec<usize> = (0..enc.len()).filter(|&i| enc.target[i].len() <= limit && enc.source[i].len() <= limit).collect();
+    let pairs: Vec<usize> = (0..enc.len())
+        .filter(|&i| enc.target[i].len() <= limit && enc.source[i].len() <= limit)
+        .collect();
     for chunk in pairs.chunks(32) {
         let src: Vec<&[u32]> = chunk.iter().map(|&i| enc.source[i].as_slice()).collect();
         let tgt: Vec<&[u32]> = chunk.iter().map(|&i| enc.target[i].as_slice()).collect();
         let pad = model.config().pad_id;
-        let (src, tgt) = (pad_rows(&src, pad, nat.device), pad_rows(&tgt, pad, nat.device)); // [b, len]
+        let (src, tgt) = (
+            pad_rows(&src, pad, nat.device),
+            pad_rows(&tgt, pad, nat.device),
+        ); // [b, len]
         if let (_, Some(codes)) = model.loss_with_codes(&src, &tgt, i64::MAX / 4, false)? {
             usage.add_codes(&codes.codes)?;
         }
@@ -104,14 +123,24 @@ fn code_usage(run: &Path, split: &str) -> Result<Option<CodeUsage>> {
 pub fn write(dir: &Path, table: &Table, list: &LatencyList) -> Result<()> {
     std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
     let mut md = String::from("# emvq pipeline report\n\n");
-    writeln!(md, "## Translation table ({})\n\n{}", table.name, table.markdown())?;
+    writeln!(
+        md,
+        "## Translation table ({})\n\n{}",
+        table.name,
+        table.markdown()
+    )?;
 
     // The distillations the NAT runs were trained on.
     let mut corpora: Vec<std::path::PathBuf> = Vec::new();
     for entry in &list.nats {
         let text = std::fs::read_to_string(entry.run.join("config.toml")).unwrap_or_default();
         let cfg: Option<toml::Table> = toml::from_str(&text).ok();
-        let dir = cfg.as_ref().and_then(|c| c.get("data")?.get("train_dir")?.as_str().map(std::path::PathBuf::from));
+        let dir = cfg.as_ref().and_then(|c| {
+            c.get("data")?
+                .get("train_dir")?
+                .as_str()
+                .map(std::path::PathBuf::from)
+        });
         if let Some(d) = dir.filter(|d| !corpora.contains(d)) {
             corpora.push(d);
         }
@@ -120,8 +149,17 @@ pub fn write(dir: &Path, table: &Table, list: &LatencyList) -> Result<()> {
         md.push_str("## Distillation\n\n");
         for d in &corpora {
             match std::fs::read_to_string(d.join("record.json")) {
-                Ok(text) => writeln!(md, "`{}/record.json`:\n\n```json\n{}\n```\n", d.display(), text.trim())?,
-                Err(_) => writeln!(md, "`{}`: no record.json (not distilled yet).\n", d.display())?,
+                Ok(text) => writeln!(
+                    md,
+                    "`{}/record.json`:\n\n```json\n{}\n```\n",
+                    d.display(),
+                    text.trim()
+                )?,
+                Err(_) => writeln!(
+                    md,
+                    "`{}`: no record.json (not distilled yet).\n",
+                    d.display()
+                )?,
             }
         }
     }
@@ -142,8 +180,16 @@ pub fn write(dir: &Path, table: &Table, list: &LatencyList) -> Result<()> {
             &format!("{name}_loss.png"),
             "loss",
             vec![
-                Series { name: "training loss".into(), colour: PALETTE[0], points: train },
-                Series { name: "validation loss".into(), colour: PALETTE[1], points: valid },
+                Series {
+                    name: "training loss".into(),
+                    colour: PALETTE[0],
+                    points: train,
+                },
+                Series {
+                    name: "validation loss".into(),
+                    colour: PALETTE[1],
+                    points: valid,
+                },
             ],
         )?);
         let ppl = metric_series(run, "train", "code_perplexity");
@@ -152,17 +198,27 @@ pub fn write(dir: &Path, table: &Table, list: &LatencyList) -> Result<()> {
                 dir,
                 &format!("{name}_code_ppl.png"),
                 "codebook perplexity (training batches, mean over slices)",
-                vec![Series { name: "code perplexity".into(), colour: PALETTE[2], points: ppl }],
+                vec![Series {
+                    name: "code perplexity".into(),
+                    colour: PALETTE[2],
+                    points: ppl,
+                }],
             )?);
         }
         if run == &list.teacher {
             continue;
         }
         if let Some(usage) = code_usage(run, &table.split)? {
-            let charts: Vec<_> = (0..usage.perplexity().len()).map(|s| usage_chart(usage.counts(s), 200)).collect();
+            let charts: Vec<_> = (0..usage.perplexity().len())
+                .map(|s| usage_chart(usage.counts(s), 200))
+                .collect();
             let file = format!("{name}_code_usage.png");
             write_png(&dir.join(&file), &hstack(&charts, 12))?;
-            let ppl: Vec<String> = usage.perplexity().iter().map(|p| format!("{p:.1}")).collect();
+            let ppl: Vec<String> = usage
+                .perplexity()
+                .iter()
+                .map(|p| format!("{p:.1}"))
+                .collect();
             let dead: Vec<String> = usage.dead_count().iter().map(|d| d.to_string()).collect();
             writeln!(
                 md,
@@ -195,9 +251,15 @@ mod tests {
              {\"kind\":\"train\",\"step\":100,\"loss\":2.0}\n",
         )
         .unwrap();
-        assert_eq!(metric_series(&dir, "train", "loss"), vec![(50.0, 3.0), (100.0, 2.0)]);
+        assert_eq!(
+            metric_series(&dir, "train", "loss"),
+            vec![(50.0, 3.0), (100.0, 2.0)]
+        );
         assert_eq!(metric_series(&dir, "valid", "loss"), vec![(50.0, 3.5)]);
-        assert_eq!(metric_series(&dir, "train", "code_perplexity"), vec![(50.0, 5.0)]);
+        assert_eq!(
+            metric_series(&dir, "train", "code_perplexity"),
+            vec![(50.0, 5.0)]
+        );
         std::fs::remove_dir_all(&dir).unwrap();
         assert_eq!(stem(Path::new("runs/nat/em")), "nat_em");
     }

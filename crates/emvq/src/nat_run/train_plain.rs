@@ -20,7 +20,8 @@ use emvq_latent::{init_from_teacher, NatModel, PlainNat};
 use emvq_tensor::{load_toml, seed::seed_all, Checkpoint, RunDir};
 use emvq_transformer::keeper::{parse_meta, STEP_KEY};
 use emvq_transformer::{
-    average_checkpoints, load_training_checkpoint, step_seed, Adam, AdamConfig, CheckpointKeeper, LrSchedule,
+    average_checkpoints, load_training_checkpoint, step_seed, Adam, AdamConfig, CheckpointKeeper,
+    LrSchedule,
 };
 use tch::nn::VarStore;
 
@@ -37,8 +38,14 @@ impl PlainRunConfig {
     pub fn validate(&self) -> Result<()> {
         self.data.validate()?;
         let t = &self.train;
-        ensure!(t.lr_scale > 0.0 && t.warmup_steps >= 1, "train.lr_scale > 0 and warmup_steps ≥ 1");
-        ensure!(t.max_steps.is_some() || t.max_minutes.is_some(), "set train.max_steps or train.max_minutes");
+        ensure!(
+            t.lr_scale > 0.0 && t.warmup_steps >= 1,
+            "train.lr_scale > 0 and warmup_steps ≥ 1"
+        );
+        ensure!(
+            t.max_steps.is_some() || t.max_minutes.is_some(),
+            "set train.max_steps or train.max_minutes"
+        );
         ensure!(
             t.log_every >= 1 && t.eval_every >= 1 && t.checkpoint_every >= 1,
             "train.log_every, eval_every and checkpoint_every must be at least 1"
@@ -47,7 +54,10 @@ impl PlainRunConfig {
             t.keep_last >= 1 && (1..=t.keep_last).contains(&t.average_last),
             "train.keep_last ≥ 1 and 1 ≤ average_last ≤ keep_last"
         );
-        ensure!(self.decode.batch_sentences >= 1, "decode.batch_sentences must be at least 1");
+        ensure!(
+            self.decode.batch_sentences >= 1,
+            "decode.batch_sentences must be at least 1"
+        );
         ensure!(
             self.model.max_positions > self.data.filters.max_len as i64,
             "model.max_positions ({}) must exceed data.filters.max_len",
@@ -82,7 +92,9 @@ fn load_config(args: &TrainArgs) -> Result<PlainRunConfig> {
     if let Some(teacher) = &args.teacher {
         config.teacher = teacher.clone();
     }
-    config.validate().with_context(|| format!("config {}", args.config.display()))?;
+    config
+        .validate()
+        .with_context(|| format!("config {}", args.config.display()))?;
     Ok(config)
 }
 
@@ -92,7 +104,12 @@ fn teacher_weights(teacher: &Path) -> Result<PathBuf> {
     [teacher.join(MODEL_FILE), keeper.best_path()]
         .into_iter()
         .find(|p| p.is_file())
-        .with_context(|| format!("teacher run {} has no model.safetensors or best checkpoint", teacher.display()))
+        .with_context(|| {
+            format!(
+                "teacher run {} has no model.safetensors or best checkpoint",
+                teacher.display()
+            )
+        })
 }
 
 /// Trains (or resumes) a plain NAT; returns the run directory.
@@ -100,12 +117,23 @@ pub fn train_plain(args: &TrainArgs) -> Result<PathBuf> {
     let mut config = load_config(args)?;
     let run = RunDir::create(&args.runs, "nat", &config.name)?;
     emvq_tensor::logging::init_logging(Some(&run.log_path()))?;
-    if !CheckpointKeeper::new(&run.checkpoint_dir(), 1)?.steps()?.is_empty() && !args.resume {
-        bail!("run {} already has checkpoints: pass --resume to continue it, or --name for a new run", run.path().display());
+    if !CheckpointKeeper::new(&run.checkpoint_dir(), 1)?
+        .steps()?
+        .is_empty()
+        && !args.resume
+    {
+        bail!(
+            "run {} already has checkpoints: pass --resume to continue it, or --name for a new run",
+            run.path().display()
+        );
     }
     set_threads(config.threads);
-    let teacher_tokenizer = SubwordTokenizer::load(&config.teacher)
-        .with_context(|| format!("teacher = {:?}: no tokenizer", config.teacher.display().to_string()))?;
+    let teacher_tokenizer = SubwordTokenizer::load(&config.teacher).with_context(|| {
+        format!(
+            "teacher = {:?}: no tokenizer",
+            config.teacher.display().to_string()
+        )
+    })?;
     if !run.path().join("tokenizer.json").is_file() {
         teacher_tokenizer.save(run.path())?;
     }
@@ -129,7 +157,11 @@ pub fn train_plain(args: &TrainArgs) -> Result<PathBuf> {
     }
     run.save_config(&config)?;
     let device = config.device.resolve()?;
-    tracing::info!("plain NAT {} on {device:?}, {} LibTorch threads", config.name, tch::get_num_threads());
+    tracing::info!(
+        "plain NAT {} on {device:?}, {} LibTorch threads",
+        config.name,
+        tch::get_num_threads()
+    );
 
     tch::manual_seed(config.seed as i64);
     let vs = VarStore::new(device);
@@ -150,7 +182,11 @@ pub fn train_plain(args: &TrainArgs) -> Result<PathBuf> {
             position = serde_json::from_str(ckpt.meta(POSITION_KEY, &path)?)
                 .with_context(|| format!("{}: bad {POSITION_KEY}", path.display()))?;
             seconds_before = parse_meta(&ckpt, SECONDS_KEY, &path)?;
-            tracing::info!("resumed from {} (step {})", path.display(), opt.step_count());
+            tracing::info!(
+                "resumed from {} (step {})",
+                path.display(),
+                opt.step_count()
+            );
             true
         }
         _ => false,
@@ -158,14 +194,32 @@ pub fn train_plain(args: &TrainArgs) -> Result<PathBuf> {
     if config.init_from_teacher && !resumed {
         let weights = teacher_weights(&config.teacher)?;
         let copied = init_from_teacher(&vs, &Checkpoint::load(&weights)?)?;
-        tracing::info!("initialised {} tensors from {}", copied.len(), weights.display());
+        tracing::info!(
+            "initialised {} tensors from {}",
+            copied.len(),
+            weights.display()
+        );
     }
 
-    let train_batcher = Batcher::new(prepared.train.encoded.clone(), config.data.batch_config(true))?;
-    let valid_batcher = Batcher::new(prepared.valid.encoded.clone(), config.data.batch_config(false))?;
-    let valid_batches: Vec<_> = valid_batcher.epoch(0).map(|b| batch_tensors(&b, device)).collect();
-    let valid_refs: Vec<String> =
-        prepared.valid.encoded.line_index.iter().map(|&i| prepared.valid.raw.target[i].clone()).collect();
+    let train_batcher = Batcher::new(
+        prepared.train.encoded.clone(),
+        config.data.batch_config(true),
+    )?;
+    let valid_batcher = Batcher::new(
+        prepared.valid.encoded.clone(),
+        config.data.batch_config(false),
+    )?;
+    let valid_batches: Vec<_> = valid_batcher
+        .epoch(0)
+        .map(|b| batch_tensors(&b, device))
+        .collect();
+    let valid_refs: Vec<String> = prepared
+        .valid
+        .encoded
+        .line_index
+        .iter()
+        .map(|&i| prepared.valid.raw.target[i].clone())
+        .collect();
     let bleu = Bleu::new(BleuConfig::default(), &[valid_refs])?;
     let validate = |kind: &str, step: i64| -> Result<serde_json::Value> {
         let start = Instant::now();
@@ -173,7 +227,11 @@ pub fn train_plain(args: &TrainArgs) -> Result<PathBuf> {
         let (mut sums, mut tokens) = (BTreeMap::<&str, f64>::new(), 0.0);
         for (src, tgt) in &valid_batches {
             let loss = model.loss(src, tgt, step, false)?;
-            for (name, v) in loss.metrics.iter().chain([&("loss", loss.total.double_value(&[]))]) {
+            for (name, v) in loss
+                .metrics
+                .iter()
+                .chain([&("loss", loss.total.double_value(&[]))])
+            {
                 *sums.entry(name).or_default() += v * loss.tokens;
             }
             tokens += loss.tokens;
@@ -186,7 +244,13 @@ pub fn train_plain(args: &TrainArgs) -> Result<PathBuf> {
             let shape = (config.model.max_positions, config.model.pad_id, device);
             let decode = config.decode.nat();
             let sources = &prepared.valid.encoded.source;
-            let out = translate_batched(&model, &decode, shape, sources, config.decode.batch_sentences)?;
+            let out = translate_batched(
+                &model,
+                &decode,
+                shape,
+                sources,
+                config.decode.batch_sentences,
+            )?;
             let hyps = prepared.tokenizer.decode_batch(&out)?;
             record["bleu_greedy"] = serde_json::json!(bleu.corpus_score(&hyps)?.score);
         }
@@ -202,7 +266,11 @@ pub fn train_plain(args: &TrainArgs) -> Result<PathBuf> {
         d_model: config.model.d_model,
     };
     let config_text = toml::to_string(&config)?;
-    let save = |keeper: &mut CheckpointKeeper, opt: &Adam, val: Option<f64>, position: DataPosition, seconds: f64| {
+    let save = |keeper: &mut CheckpointKeeper,
+                opt: &Adam,
+                val: Option<f64>,
+                position: DataPosition,
+                seconds: f64| {
         let meta = BTreeMap::from([
             (POSITION_KEY.to_string(), serde_json::to_string(&position)?),
             (SECONDS_KEY.to_string(), format!("{seconds:e}")),
@@ -213,7 +281,8 @@ pub fn train_plain(args: &TrainArgs) -> Result<PathBuf> {
     };
     let budget = config.train.max_minutes.map(|m| m * 60.0);
     let max_steps = config.train.max_steps;
-    let bar = emvq_tensor::logging::progress_bar(max_steps.unwrap_or(0) as u64, "train-nat (plain)");
+    let bar =
+        emvq_tensor::logging::progress_bar(max_steps.unwrap_or(0) as u64, "train-nat (plain)");
     bar.set_position(opt.step_count() as u64);
     let start = Instant::now();
     let elapsed = || seconds_before + start.elapsed().as_secs_f64();
@@ -233,7 +302,11 @@ pub fn train_plain(args: &TrainArgs) -> Result<PathBuf> {
         opt.zero_grad();
         let loss = model.loss(&src, &tgt, step, true)?;
         loss.total.backward();
-        let clip = if config.train.clip_norm > 0.0 { config.train.clip_norm } else { f64::INFINITY };
+        let clip = if config.train.clip_norm > 0.0 {
+            config.train.clip_norm
+        } else {
+            f64::INFINITY
+        };
         let grad_norm = opt.clip_grad_norm(clip)?.double_value(&[]);
         let lr = schedule.lr(step);
         opt.step(lr)?;
@@ -248,7 +321,9 @@ pub fn train_plain(args: &TrainArgs) -> Result<PathBuf> {
         let tok_per_s = window_tokens / window_start.elapsed().as_secs_f64().max(1e-9);
         if max_steps.is_none() {
             let rate = step as f64 / elapsed().max(1e-9);
-            bar.set_length(step as u64 + ((budget.unwrap_or(0.0) - elapsed()).max(0.0) * rate) as u64);
+            bar.set_length(
+                step as u64 + ((budget.unwrap_or(0.0) - elapsed()).max(0.0) * rate) as u64,
+            );
         }
         bar.set_position(step as u64);
         bar.set_message(format!("loss {total:.3} | {tok_per_s:.0} tok/s"));
@@ -270,7 +345,13 @@ pub fn train_plain(args: &TrainArgs) -> Result<PathBuf> {
             last_eval = step;
         }
         if step % config.train.checkpoint_every == 0 {
-            save(&mut keeper, &opt, if last_eval == step { last_val } else { None }, position, elapsed())?;
+            save(
+                &mut keeper,
+                &opt,
+                if last_eval == step { last_val } else { None },
+                position,
+                elapsed(),
+            )?;
             last_ckpt = step;
         }
     }
@@ -287,13 +368,21 @@ pub fn train_plain(args: &TrainArgs) -> Result<PathBuf> {
     }
     let paths = keeper.last_n(config.train.average_last)?;
     let mut final_ckpt = average_checkpoints(&paths)?;
-    final_ckpt.metadata.insert(STEP_KEY.into(), step.to_string());
-    final_ckpt.metadata.insert(CONFIG_KEY.into(), config_text.clone());
+    final_ckpt
+        .metadata
+        .insert(STEP_KEY.into(), step.to_string());
+    final_ckpt
+        .metadata
+        .insert(CONFIG_KEY.into(), config_text.clone());
     let model_path = run.path().join(MODEL_FILE);
     final_ckpt.save(&model_path)?;
     final_ckpt.restore_into(&vs, &model_path)?;
     validate("final", step)?;
-    tracing::info!("final model ({} checkpoints averaged) → {}", paths.len(), model_path.display());
+    tracing::info!(
+        "final model ({} checkpoints averaged) → {}",
+        paths.len(),
+        model_path.display()
+    );
     Ok(run.path().to_path_buf())
 }
 
@@ -304,9 +393,19 @@ mod tests {
     #[test]
     fn shipped_plain_config_parses_and_validates() {
         let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
-        let config: PlainRunConfig = load_toml(&root.join("configs/multi30k/nat_plain.toml")).unwrap();
+        let config: PlainRunConfig =
+            load_toml(&root.join("configs/multi30k/nat_plain.toml")).unwrap();
         config.validate().unwrap();
-        assert!(config.data.train_dir.is_some(), "the paper's plain NAT is trained on distilled targets");
-        assert_eq!(super::super::config_kind(&std::fs::read_to_string(root.join("configs/multi30k/nat_plain.toml")).unwrap()).unwrap(), super::super::RunKind::PlainNat);
+        assert!(
+            config.data.train_dir.is_some(),
+            "the paper's plain NAT is trained on distilled targets"
+        );
+        assert_eq!(
+            super::super::config_kind(
+                &std::fs::read_to_string(root.join("configs/multi30k/nat_plain.toml")).unwrap()
+            )
+            .unwrap(),
+            super::super::RunKind::PlainNat
+        );
     }
 }
