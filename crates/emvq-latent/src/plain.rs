@@ -198,9 +198,9 @@ struct Encoded {
 }
 
 impl Encoded {
-    /// Each row repeated `n` times in a row (`[batch·n, …]`).
-    fn repeat_rows(&self, n: i64) -> Result<Self> {
-        let rep = |t: &Tensor| t.f_repeat_interleave_self_int(n, 0, None);
+    /// Row `b` repeated `repeats[b]` times in a row (`repeats` `[batch]`).
+    fn repeat_rows(&self, repeats: &Tensor) -> Result<Self> {
+        let rep = |t: &Tensor| t.f_repeat_interleave_self_tensor(repeats, 0, None);
         Ok(Self {
             ids: rep(&self.ids)?,
             memory: rep(&self.memory)?,
@@ -306,43 +306,68 @@ impl PlainNat {
         )?)
     }
 
-    /// Encodes `src` once, then decodes each row `b` at its `top_n` best
-    /// lengths (one output per length, rows in order) in one batch. Lengths
-    /// are clamped to `max_positions`.
+    /// Decodes row `b` of the encoded batch at each length of `lengths[b]`
+    /// (clamped to `[1, max_positions]`), all in one decoder pass → one
+    /// output per length, rows in order.
+    fn decode_encoded(&self, enc: Encoded, lengths: &[Vec<i64>]) -> Result<Vec<Vec<i64>>> {
+        let batch = enc.ids.size()[0];
+        if lengths.len() as i64 != batch || lengths.iter().any(Vec::is_empty) {
+            return Err(LatentError::Shape(format!(
+                "need one or more target lengths for each of {batch} sources, got {lengths:?}"
+            )));
+        }
+        let flat: Vec<i64> = lengths
+            .iter()
+            .flatten()
+            .map(|&l| l.clamp(1, self.cfg.max_positions))
+            .collect();
+        let device = enc.ids.device();
+        let enc = if flat.len() as i64 == batch {
+            enc
+        } else {
+            let per_row: Vec<i64> = lengths.iter().map(|l| l.len() as i64).collect();
+            enc.repeat_rows(&Tensor::from_slice(&per_row).f_to_device(device)?)?
+        };
+        let tgt_lens = Tensor::from_slice(&flat).f_to_device(device)?; // [rows]
+        let width = flat.iter().copied().max().unwrap_or(1);
+        let h = self.decode_hidden(&enc, &tgt_lens, width, false)?; // [rows, width, d_model]
+        let index = length_mask(&tgt_lens, width)
+            .f_logical_not()?
+            .f_flatten(0, -1)?
+            .f_nonzero()?
+            .f_squeeze_dim(1)?; // [Σ lengths]
+                                // Only real positions go through the output projection.
+        let h = h
+            .f_reshape([-1, self.cfg.d_model])?
+            .f_index_select(0, &index)?; // [Σ lengths, d_model]
+        let tokens = self.project(&h)?.f_argmax(-1, false)?; // [Σ lengths]
+        Ok(cut_at_eos(
+            &Vec::<i64>::try_from(tokens)?,
+            &flat,
+            self.cfg.eos_id,
+        ))
+    }
+
+    /// Encodes `src` once, then decodes each row at its `top_n` best lengths
+    /// in one batch.
     fn decode_best(&self, src: &Tensor, top_n: usize) -> Result<Vec<Vec<i64>>> {
         tch::no_grad(|| {
             let enc = self.encode(src, false)?;
             let lengths = self
                 .length
                 .lengths(&enc.memory, &enc.pad, &enc.lens, top_n)?;
-            let flat: Vec<i64> = lengths
-                .iter()
-                .flatten()
-                .map(|&l| l.clamp(1, self.cfg.max_positions))
-                .collect();
-            let enc = if top_n == 1 {
-                enc
-            } else {
-                enc.repeat_rows(top_n as i64)?
-            };
-            let tgt_lens = Tensor::from_slice(&flat).f_to_device(src.device())?; // [rows]
-            let width = flat.iter().copied().max().unwrap_or(1);
-            let h = self.decode_hidden(&enc, &tgt_lens, width, false)?; // [rows, width, d_model]
-                                                                        // Only real positions go through the output projection.
-            let index = length_mask(&tgt_lens, width)
-                .f_logical_not()?
-                .f_flatten(0, -1)?
-                .f_nonzero()?
-                .f_squeeze_dim(1)?; // [Σ lengths]
-            let h = h
-                .f_reshape([-1, self.cfg.d_model])?
-                .f_index_select(0, &index)?; // [Σ lengths, d_model]
-            let tokens = self.project(&h)?.f_argmax(-1, false)?; // [Σ lengths]
-            Ok(cut_at_eos(
-                &Vec::<i64>::try_from(tokens)?,
-                &flat,
-                self.cfg.eos_id,
-            ))
+            self.decode_encoded(enc, &lengths)
+        })
+    }
+
+    /// Decodes source row `b` (`src` `[batch, src_len]`) at each of the
+    /// given target lengths `lengths[b]` (EOS included, clamped to
+    /// `[1, max_positions]`) in one batch: one output per length, rows in
+    /// order, each cut at its first EOS. E.g. decoding at the gold length.
+    pub fn decode_lengths(&self, src: &Tensor, lengths: &[Vec<i64>]) -> Result<Vec<Vec<i64>>> {
+        tch::no_grad(|| {
+            let enc = self.encode(src, false)?;
+            self.decode_encoded(enc, lengths)
         })
     }
 

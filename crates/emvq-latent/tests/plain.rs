@@ -237,10 +237,30 @@ fn overfits_a_toy_corpus_and_decodes_it_with_predicted_lengths() {
         let many = nat.candidates(&one, 6, &settings).unwrap();
         assert_eq!(many.len(), 6);
         assert_eq!(many[0], hyps[i]);
+        // Each candidate equals decoding alone at its length: padding the
+        // shorter rows of the batch changes nothing.
         let lengths = nat.predict_lengths(&one, 6).unwrap();
         for (c, &len) in many.iter().zip(&lengths[0]) {
             assert!(c.len() <= len as usize);
+            assert_eq!(
+                nat.decode_lengths(&one, &[vec![len]]).unwrap(),
+                vec![c.clone()]
+            );
         }
     }
     assert!(nat.candidates(&src, 2, &settings).is_err());
+
+    // Decoding at the gold lengths (batched, several lengths per row).
+    let gold: Vec<Vec<i64>> = corpus
+        .iter()
+        .map(|(_, t)| vec![t.len() as i64, 3])
+        .collect();
+    let at_gold = nat.decode_lengths(&src, &gold).unwrap();
+    assert_eq!(at_gold.len(), 40);
+    let exact = (0..20)
+        .filter(|&i| at_gold[2 * i][..] == corpus[i].1[..corpus[i].1.len() - 1])
+        .count();
+    assert!(exact >= 18, "{exact}/20 exact at the gold length");
+    assert!(at_gold.iter().skip(1).step_by(2).all(|h| h.len() <= 3));
+    assert!(nat.decode_lengths(&src, &gold[..3]).is_err());
 }
