@@ -28,8 +28,6 @@
 //! `bottleneck.…`, `latent_predictor.…`, `decompress.…`, `length_predictor.…`.
 //! [`init_from_teacher`] copies the tensors whose names and shapes match.
 
-use std::time::Instant;
-
 use tch::{nn, nn::VarStore, Kind, Tensor};
 
 use crate::api::{NatDecode, NatLoss, NatModel};
@@ -38,6 +36,7 @@ use crate::config::NatConfig;
 use crate::error::{LatentError, Result};
 use crate::length::{LengthPredictor, LengthRule};
 use crate::predictor::LatentPredictor;
+use crate::timing::thread_cpu_seconds;
 use emvq_bottleneck::{Bottleneck, BottleneckKind};
 use emvq_tensor::mask::{length_mask, padding_mask};
 use emvq_tensor::position::sinusoidal_positions;
@@ -46,7 +45,8 @@ use emvq_transformer::{
     label_smoothed_cross_entropy, Decoder, Embeddings, Encoder, EncoderOutput, Mask,
 };
 
-/// What one inference call did (counts for tests, seconds for benchmarks).
+/// What one inference call did (counts for tests; seconds of the calling
+/// thread's CPU time, [`thread_cpu_seconds`], for benchmarks).
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct DecodeStats {
     /// Cached latent-predictor steps (one per latent position).
@@ -556,7 +556,7 @@ impl LatentNat {
         self.require_latents()?;
         tch::no_grad(|| {
             let mut stats = DecodeStats::default();
-            let t0 = Instant::now();
+            let t0 = thread_cpu_seconds();
             let enc = self.encode(src, false)?;
             let lens = match lengths {
                 Some(l) if l.len() as i64 == src.size2()?.0 => {
@@ -571,7 +571,7 @@ impl LatentNat {
                 }
                 None => self.target_lengths(&enc, src)?,
             };
-            let t1 = Instant::now();
+            let t1 = thread_cpu_seconds();
             let block = self.cfg.block();
             let row_latents: Vec<i64> = lens.iter().map(|&n| (n + block - 1) / block).collect();
             let l = row_latents.iter().copied().max().unwrap_or(1);
@@ -580,12 +580,12 @@ impl LatentNat {
             } else {
                 self.predict_latents(&enc, l, None, &mut stats.latent_steps)?
             };
-            let t2 = Instant::now();
+            let t2 = thread_cpu_seconds();
             let out = self.decode_codes(&codes, &enc, &lens)?;
             stats.decoder_passes += 1;
-            stats.encode_seconds = (t1 - t0).as_secs_f64();
-            stats.latent_seconds = (t2 - t1).as_secs_f64();
-            stats.decode_seconds = t2.elapsed().as_secs_f64();
+            stats.encode_seconds = t1 - t0;
+            stats.latent_seconds = t2 - t1;
+            stats.decode_seconds = thread_cpu_seconds() - t2;
             stats.lengths = lens;
             Ok((out, stats))
         })

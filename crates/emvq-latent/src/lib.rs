@@ -18,6 +18,7 @@
 //! - [`predictor`]: the autoregressive latent predictor over the codes.
 //! - [`latent`]: [`LatentNat`], the latent Transformer NAT, and
 //!   [`init_from_teacher`].
+//! - [`timing`]: thread CPU time for latency figures on busy machines.
 
 pub mod api;
 pub mod compress;
@@ -28,6 +29,7 @@ pub mod length;
 pub mod plain;
 pub mod predictor;
 pub mod rescore;
+pub mod timing;
 
 pub use api::{NatDecode, NatLoss, NatModel};
 pub use config::{NatConfig, ScheduleConfig};
