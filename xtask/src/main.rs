@@ -5,6 +5,7 @@
 mod bundle;
 mod distill;
 mod fetch_data;
+mod paper_images;
 mod pipeline;
 mod setup;
 
@@ -130,6 +131,10 @@ enum Task {
         vq: PathBuf,
         #[arg(long, default_value = "configs/cifar10/vqvae_em.toml")]
         em: PathBuf,
+        /// Start both runs at once, one LibTorch thread each (unless the
+        /// extra arguments set --threads): the same load for both.
+        #[arg(long)]
+        concurrent: bool,
         /// Extra arguments for both `emvq train-vqvae` runs (e.g.
         /// --max-minutes 8 --prior-minutes 2).
         #[arg(last = true)]
@@ -209,17 +214,9 @@ fn main() -> Result<()> {
             setup::ensure(None)?;
             run(emvq().arg("train-vqvae").arg("--config").arg(config).args(args))
         }
-        Task::PaperImages { vq, em, args } => {
+        Task::PaperImages { vq, em, concurrent, args } => {
             setup::ensure(None)?;
-            let mut runs = Vec::new();
-            for (config, suffix) in [(vq, "vq"), (em, "em")] {
-                let name = format!("paper_{suffix}");
-                run(emvq().arg("train-vqvae").arg("--config").arg(config).args(["--name", &name]).args(&args))?;
-                runs.push(format!("runs/vqvae/{name}"));
-            }
-            run(emvq()
-                .args(["eval-vqvae", "--reuse", "--table", "runs/vqvae/paper_images.md"])
-                .args(runs.iter().flat_map(|r| ["--run", r.as_str()])))
+            paper_images::paper_images(&vq, &em, concurrent, &args)
         }
         Task::GpuBundle { out } => {
             setup::ensure(None)?;

@@ -111,7 +111,7 @@ def main():
         batch = images[(step % a.batches) * a.batch : (step % a.batches + 1) * a.batch]
         step += 1
         loss = model(batch)
-        opt.zero_grad(set_to_none=False)
+        opt.zero_grad()
         loss.backward()
         if clip > 0:
             torch.nn.utils.clip_grad_norm_(model.parameters(), clip)

@@ -7,7 +7,7 @@
 //! (median and best round) and the ratio.
 //!
 //! `cargo run --release -p emvq-vision --example bench_vqvae -- [--config
-//! configs/cifar10/vqvae_em.toml] [--threads 1] [--steps 10] [--rounds 3]
+//! configs/cifar10/vqvae_em.toml] [--threads 1] [--steps 10] [--rounds 5]
 //! [--device cpu]`. Both sides start from random codebooks (the config's
 //! k-means initialisation is switched off for the benchmark). The Python side
 //! needs `torch` importable: `<workspace>/.pytools` is put on `PYTHONPATH`
@@ -38,7 +38,7 @@ fn parse_args() -> Result<Args, String> {
         config: root.join("configs/cifar10/vqvae_em.toml"),
         threads: 1,
         steps: 10,
-        rounds: 3,
+        rounds: 5,
         device: DeviceSpec::Cpu,
     };
     let mut it = std::env::args().skip(1);

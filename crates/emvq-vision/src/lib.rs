@@ -32,7 +32,7 @@ pub mod prior;
 
 pub use bpd::{bits_per_dim, uniform_prior_nats, SUBPIXELS};
 pub use config::{DecoderConfig, EncoderConfig, PriorConfig, VqVaeConfig};
-pub use model::{pixel_nll, Decoder, Encoder, ResBlock, VqVae, VqVaeOutput};
+pub use model::{pixel_nll, Decoder, Encoder, PosteriorHealth, ResBlock, VqVae, VqVaeOutput};
 pub use prior::LatentPrior;
 
 use emvq_bottleneck::BottleneckError;

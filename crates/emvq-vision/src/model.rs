@@ -7,6 +7,7 @@
 //! subpixel: p(x|z) = Π softmax(logits)[x], an exact discrete likelihood of
 //! the 8-bit pixels.
 
+use emvq_bottleneck::vq::{fractional_counts, posterior, sample_codes, squared_distances};
 use emvq_bottleneck::{Bottleneck, BottleneckOutput};
 use tch::{nn, nn::Module, Kind, Tensor};
 
@@ -219,6 +220,33 @@ impl VqVaeOutput {
     }
 }
 
+/// Sums of [`VqVae::posterior_health`] over a batch (add batches up, then
+/// divide by `vectors`).
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct PosteriorHealth {
+    pub entropy_nats: f64,
+    pub distinct_codes: f64,
+    pub vectors: i64,
+}
+
+impl PosteriorHealth {
+    pub fn add(&mut self, other: &PosteriorHealth) {
+        self.entropy_nats += other.entropy_nats;
+        self.distinct_codes += other.distinct_codes;
+        self.vectors += other.vectors;
+    }
+
+    /// Mean posterior entropy per (vector, slice) in nats.
+    pub fn mean_entropy(&self) -> f64 {
+        self.entropy_nats / self.vectors.max(1) as f64
+    }
+
+    /// Mean number of distinct codes among the m draws.
+    pub fn mean_distinct(&self) -> f64 {
+        self.distinct_codes / self.vectors.max(1) as f64
+    }
+}
+
 /// Encoder, bottleneck, decoder.
 #[derive(Debug)]
 pub struct VqVae {
@@ -263,6 +291,49 @@ impl VqVae {
     pub fn encode_codes(&self, images: &Tensor) -> Result<Tensor> {
         let z = self.encoder.forward(images)?;
         Ok(self.bottleneck.forward(&z, false)?.codes)
+    }
+
+    /// Soft-EM health on images `[batch, 3, 32, 32]`: the summed entropy
+    /// (nats) of the posterior softmax(−‖x − e‖²/T) over the batch's latent
+    /// vectors and slices, the summed number of distinct codes among
+    /// `samples` draws from it, and how many (vector, slice) pairs were
+    /// summed. Near-zero entropy / one distinct code means the posterior is
+    /// one-hot and soft EM behaves like hard EM (plain VQ).
+    pub fn posterior_health(
+        &self,
+        images: &Tensor,
+        temperature: f64,
+        samples: i64,
+    ) -> Result<PosteriorHealth> {
+        let codebook = self
+            .bottleneck
+            .codebook()
+            .ok_or_else(|| VisionError::Config("the bottleneck has no codebook".into()))?;
+        let (s, k) = (
+            self.cfg.bottleneck.slices,
+            self.cfg.bottleneck.codebook_size(),
+        );
+        let z = self.encoder.forward(images)?; // [batch, g, g, d]
+        let xs = z
+            .f_reshape([-1, s, self.cfg.latent_dim / s])?
+            .f_permute([1, 0, 2])?; // [s, n, c]
+        let distances = squared_distances(&xs, &codebook.codebook)?; // [s, n, k]
+        let probs = posterior(distances, temperature)?; // [s, n, k]
+        let entropy = probs
+            .f_mul(&probs.f_clamp_min(1e-30)?.f_log()?)?
+            .f_sum(Kind::Double)?
+            .double_value(&[])
+            .abs();
+        let drawn = sample_codes(&probs, samples)?; // [s, n, m]
+        let distinct = fractional_counts(&drawn, k)?
+            .f_gt(0.0)?
+            .f_sum(Kind::Double)?
+            .double_value(&[]);
+        Ok(PosteriorHealth {
+            entropy_nats: entropy,
+            distinct_codes: distinct,
+            vectors: probs.size()[0] * probs.size()[1],
+        })
     }
 
     /// Codes `[batch, g, g, n_c]` → logits `[batch, 3, 256, 32, 32]`.

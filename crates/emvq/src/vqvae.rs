@@ -69,9 +69,14 @@ pub struct CifarData {
     /// The CIFAR-10 folder (absent: `data/cifar10`, else `../shared/data/cifar10`).
     #[serde(default)]
     pub dir: Option<PathBuf>,
-    /// Training images used (absent: all 50,000).
+    /// Training images used (absent: all 50,000 but the validation ones).
     #[serde(default)]
     pub train_images: Option<usize>,
+    /// Validation images held out from the END of the training split (never
+    /// trained on; `eval-vqvae --split valid` scores them). Hyper-parameters
+    /// are chosen on these, never on the test images.
+    #[serde(default)]
+    pub valid_images: usize,
     /// Test images evaluated (the first N of the test split).
     pub test_images: usize,
 }
@@ -212,6 +217,11 @@ pub struct TrainArgs {
     /// Folder holding the run directories.
     #[arg(long, default_value = "runs")]
     pub runs: PathBuf,
+    /// The evaluation after training: `test` (results.json and pictures) or
+    /// `valid` (results_valid.json only: for hyper-parameter searches, which
+    /// must not look at the test images).
+    #[arg(long, value_enum, default_value = "test")]
+    pub eval_split: EvalSplit,
 }
 
 /// `emvq eval-vqvae`.
@@ -229,6 +239,11 @@ pub struct EvalArgs {
     /// Take a run's existing results.json instead of evaluating it again.
     #[arg(long)]
     pub reuse: bool,
+    /// `test` (the first `data.test_images` test images → results.json and
+    /// the pictures) or `valid` (the `data.valid_images` held out from the
+    /// training split → results_valid.json; for choosing hyper-parameters).
+    #[arg(long, value_enum, default_value = "test")]
+    pub split: EvalSplit,
 }
 
 /// `emvq sample`.
@@ -253,8 +268,42 @@ pub struct SampleArgs {
 /// Images `[n, 3, 32, 32]` uint8 on the CPU.
 fn images_tensor(data: &emvq_data::Cifar10, limit: Option<usize>) -> Tensor {
     let n = limit.map_or(data.len(), |l| l.min(data.len()));
+    images_range(data, 0..n)
+}
+
+/// Images `range` of a split, `[len, 3, 32, 32]` uint8 on the CPU.
+fn images_range(data: &emvq_data::Cifar10, range: std::ops::Range<usize>) -> Tensor {
     let flat = data.images.as_slice().expect("standard layout");
-    Tensor::from_slice(&flat[..n * 3072]).view([n as i64, 3, 32, 32]) // [n, 3, 32, 32]
+    let len = range.len() as i64;
+    let pixels = &flat[range.start * 3072..range.end * 3072];
+    Tensor::from_slice(pixels).view([len, 3, 32, 32]) // [len, 3, 32, 32]
+}
+
+/// The training and validation image ranges of a training split of
+/// `total` images: validation is the last `valid` images, training the
+/// first `train` (all the others when absent) — disjoint by construction.
+pub fn train_valid_ranges(
+    total: usize,
+    train: Option<usize>,
+    valid: usize,
+) -> Result<(std::ops::Range<usize>, std::ops::Range<usize>)> {
+    ensure!(
+        valid < total,
+        "data.valid_images = {valid} leaves no training image of {total}"
+    );
+    let rest = total - valid;
+    let n = train.map_or(rest, |t| t.min(rest));
+    Ok((0..n, rest..total))
+}
+
+/// Which images `eval-vqvae` scores.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum EvalSplit {
+    /// The first `data.test_images` of the official test split (with pictures).
+    Test,
+    /// The `data.valid_images` held out from the training split.
+    Valid,
 }
 
 /// A stage's loop state: budget, progress bar, throughput window.
@@ -362,6 +411,87 @@ fn save_model(path: &Path, vs: &VarStore, step: i64, config_text: &str) -> Resul
     Ok(ckpt.save(path)?)
 }
 
+/// The figures of a logged step that both stages record.
+#[derive(Debug, Clone, Copy)]
+struct StepInfo {
+    step: i64,
+    loss: f64,
+    lr: f64,
+    grad_norm: f64,
+    /// Examples per second over the logging window.
+    rate: f64,
+    epoch: i64,
+    seconds: f64,
+}
+
+/// One training stage (the autoencoder or the prior): its data (examples
+/// along dim 0, drawn in a seeded random order), settings and checkpoint.
+struct StageRun<'a> {
+    name: &'static str,
+    settings: &'a StageSettings,
+    seed: u64,
+    data: &'a Tensor,
+    device: Device,
+    checkpoint: PathBuf,
+    meta: BTreeMap<String, String>,
+}
+
+impl StageRun<'_> {
+    /// The loop both stages share: batch, per-step seed, `forward` → (loss,
+    /// output), backward, clipping, Adam with warm-up, a metrics record from
+    /// `record` every `log_every` steps, a checkpoint every
+    /// `checkpoint_every` steps and at the end. Stops at `max_steps` or
+    /// `max_minutes`; returns the steps done and the seconds taken.
+    fn train<O>(
+        &self,
+        run: &RunDir,
+        vs: &VarStore,
+        opt: &mut Adam,
+        mut forward: impl FnMut(&Tensor) -> Result<(Tensor, O)>,
+        mut record: impl FnMut(&O, &StepInfo) -> Result<(serde_json::Value, String)>,
+    ) -> Result<(i64, f64)> {
+        let settings = self.settings;
+        let mut order = Order::new(self.data.size()[0], self.seed);
+        let mut stage = Stage::new(self.name, settings);
+        let mut step = 0;
+        while !stage.done(step) {
+            let batch = self
+                .data
+                .index_select(0, &order.next(settings.batch_size))
+                .to_device(self.device);
+            tch::manual_seed(emvq_transformer::step_seed(self.seed, step + 1) as i64);
+            let (loss, out) = forward(&batch)?;
+            opt.zero_grad();
+            loss.backward();
+            let grad_norm = clip(opt, settings.clip_norm)?;
+            step += 1;
+            let lr = settings.lr(step);
+            opt.step(lr)?;
+            let loss_v = loss.double_value(&[]);
+            if let Some(rate) = stage.tick(step, settings.batch_size as f64, loss_v) {
+                let info = StepInfo {
+                    step,
+                    loss: loss_v,
+                    lr,
+                    grad_norm,
+                    rate,
+                    epoch: order.epoch,
+                    seconds: stage.start.elapsed().as_secs_f64(),
+                };
+                let (metrics, line) = record(&out, &info)?;
+                run.log_metrics(&metrics)?;
+                stage.bar.suspend(|| tracing::info!("{line}"));
+            }
+            if step % settings.checkpoint_every == 0 {
+                save_training_checkpoint(&self.checkpoint, vs, opt, &self.meta)?;
+            }
+        }
+        stage.bar.finish_and_clear();
+        save_training_checkpoint(&self.checkpoint, vs, opt, &self.meta)?;
+        Ok((step, stage.start.elapsed().as_secs_f64()))
+    }
+}
+
 /// Trains the autoencoder, then the prior, then evaluates; returns the run
 /// directory.
 pub fn train(args: &TrainArgs) -> Result<PathBuf> {
@@ -404,11 +534,16 @@ pub fn train(args: &TrainArgs) -> Result<PathBuf> {
     let config_text = toml::to_string(&config)?;
     let data_dir = config.data_dir()?;
     let train_set = load_cifar10(&data_dir, CifarSplit::Train)?;
-    let train_images = images_tensor(&train_set, config.data.train_images);
+    let (train_range, valid_range) = train_valid_ranges(
+        train_set.len(),
+        config.data.train_images,
+        config.data.valid_images,
+    )?;
+    let train_images = images_range(&train_set, train_range);
     drop(train_set);
     let n_train = train_images.size()[0];
     tracing::info!(
-        "vqvae {} ({:?} bottleneck, {} bits × n_c {}) on {device:?}, {} threads, {n_train} training images",
+        "vqvae {} ({:?} bottleneck, {} bits × n_c {}) on {device:?}, {} threads, {n_train} training images, validation images {valid_range:?}",
         config.name,
         config.model.bottleneck.kind,
         config.model.bottleneck.bits,
@@ -425,9 +560,6 @@ pub fn train(args: &TrainArgs) -> Result<PathBuf> {
         "autoencoder: {} trainable parameters",
         emvq_tensor::params::count_parameters(&vs).trainable
     );
-    let settings = &config.train;
-    let mut order = Order::new(n_train, config.seed);
-    let mut stage = Stage::new("vqvae", settings);
     let ckpt_dir = run.checkpoint_dir();
     std::fs::create_dir_all(&ckpt_dir)?;
     let meta = |stage: &str| {
@@ -436,59 +568,52 @@ pub fn train(args: &TrainArgs) -> Result<PathBuf> {
             ("config".to_string(), config_text.clone()),
         ])
     };
-    let mut step = 0;
-    while !stage.done(step) {
-        let images = train_images
-            .index_select(0, &order.next(settings.batch_size))
-            .to_device(device);
-        tch::manual_seed(emvq_transformer::step_seed(config.seed, step + 1) as i64);
-        let out = model.forward(&images, true)?;
-        let loss = out.loss()?;
-        opt.zero_grad();
-        loss.backward();
-        let grad_norm = clip(&mut opt, settings.clip_norm)?;
-        step += 1;
-        let lr = settings.lr(step);
-        opt.step(lr)?;
-        let loss_v = loss.double_value(&[]);
-        if let Some(rate) = stage.tick(step, settings.batch_size as f64, loss_v) {
+    let ae_stage = StageRun {
+        name: "vqvae",
+        settings: &config.train,
+        seed: config.seed,
+        data: &train_images,
+        device,
+        checkpoint: ckpt_dir.join("vqvae-last.safetensors"),
+        meta: meta("vqvae"),
+    };
+    let usage_shape = (
+        config.model.bottleneck.slices,
+        config.model.bottleneck.codebook_size(),
+    );
+    let (step, ae_seconds) = ae_stage.train(
+        &run,
+        &vs,
+        &mut opt,
+        |images| {
+            let out = model.forward(images, true)?;
+            Ok((out.loss()?, out))
+        },
+        |out, info| {
             let nll_bpd =
                 out.nll.mean(Kind::Float).double_value(&[]) / (3072.0 * std::f64::consts::LN_2);
             let commitment = out.bottleneck.commitment_loss.double_value(&[]);
-            let mut usage = CodeUsage::new(
-                config.model.bottleneck.slices,
-                config.model.bottleneck.codebook_size(),
-            );
+            let mut usage = CodeUsage::new(usage_shape.0, usage_shape.1);
             usage.add_codes(&out.codes)?;
+            // Soft EM: distinct codes among the m draws per vector and slice.
+            let distinct = out.bottleneck.soft_targets.as_ref().map(|r| {
+                r.gt(0.0)
+                    .sum_dim_intlist(-1, false, Kind::Float)
+                    .mean(Kind::Float)
+                    .double_value(&[])
+            });
+            let StepInfo { step, loss, lr, grad_norm, rate, epoch, seconds } = *info;
             let record = serde_json::json!({
-                "kind": "train_vqvae", "step": step, "loss": loss_v, "nll_bits_per_dim": nll_bpd,
+                "kind": "train_vqvae", "step": step, "loss": loss, "nll_bits_per_dim": nll_bpd,
                 "commitment": commitment, "lr": lr, "grad_norm": grad_norm, "images_per_s": rate,
-                "batch_perplexity": usage.perplexity(), "epoch": order.epoch,
-                "seconds": stage.start.elapsed().as_secs_f64(),
+                "batch_perplexity": usage.perplexity(), "distinct_sampled_codes": distinct,
+                "reseeded": out.bottleneck.reseeded, "epoch": epoch, "seconds": seconds,
             });
-            run.log_metrics(&record)?;
-            stage.bar.suspend(|| {
-                tracing::info!(
-                    "vqvae step {step} loss {loss_v:.4} nll {nll_bpd:.3} bits/dim commit {commitment:.4} |g| {grad_norm:.2} {rate:.1} img/s"
-                )
-            });
-        }
-        if step % settings.checkpoint_every == 0 {
-            save_training_checkpoint(
-                &ckpt_dir.join("vqvae-last.safetensors"),
-                &vs,
-                &opt,
-                &meta("vqvae"),
-            )?;
-        }
-    }
-    stage.bar.finish_and_clear();
-    let ae_seconds = stage.start.elapsed().as_secs_f64();
-    save_training_checkpoint(
-        &ckpt_dir.join("vqvae-last.safetensors"),
-        &vs,
-        &opt,
-        &meta("vqvae"),
+            let line = format!(
+                "vqvae step {step} loss {loss:.4} nll {nll_bpd:.3} bits/dim commit {commitment:.4} |g| {grad_norm:.2} {rate:.1} img/s"
+            );
+            Ok((record, line))
+        },
     )?;
     save_model(&run.path().join(VQVAE_FILE), &vs, step, &config_text)?;
     tracing::info!(
@@ -533,58 +658,51 @@ pub fn train(args: &TrainArgs) -> Result<PathBuf> {
     )?;
     let psettings = &config.prior_train;
     let mut popt = Adam::new(&pvs, &psettings.adam())?;
-    let mut order = Order::new(n_train, config.seed.wrapping_add(1));
-    let mut stage = Stage::new("prior", psettings);
-    let mut step = 0;
-    while !stage.done(step) {
-        let batch = codes
-            .index_select(0, &order.next(psettings.batch_size))
-            .to_device(device);
-        tch::manual_seed(emvq_transformer::step_seed(config.seed.wrapping_add(1), step + 1) as i64);
-        let loss = prior.loss(&batch)?;
-        popt.zero_grad();
-        loss.backward();
-        let grad_norm = clip(&mut popt, psettings.clip_norm)?;
-        step += 1;
-        let lr = psettings.lr(step);
-        popt.step(lr)?;
-        let loss_v = loss.double_value(&[]);
-        if let Some(rate) = stage.tick(step, psettings.batch_size as f64, loss_v) {
-            let record = serde_json::json!({
-                "kind": "train_prior", "step": step, "loss_nats_per_code": loss_v,
-                "prior_bits_per_dim": loss_v * (config.model.latents() * config.model.bottleneck.slices) as f64
-                    / (3072.0 * std::f64::consts::LN_2),
-                "lr": lr, "grad_norm": grad_norm, "sequences_per_s": rate, "epoch": order.epoch,
-                "seconds": stage.start.elapsed().as_secs_f64(),
-            });
-            run.log_metrics(&record)?;
-            stage.bar.suspend(|| tracing::info!("prior step {step} loss {loss_v:.4} nats/code |g| {grad_norm:.2} {rate:.0} seq/s"));
-        }
-        if step % psettings.checkpoint_every == 0 {
-            save_training_checkpoint(
-                &ckpt_dir.join("prior-last.safetensors"),
-                &pvs,
-                &popt,
-                &meta("prior"),
-            )?;
-        }
-    }
-    stage.bar.finish_and_clear();
-    save_training_checkpoint(
-        &ckpt_dir.join("prior-last.safetensors"),
+    let prior_stage = StageRun {
+        name: "prior",
+        settings: psettings,
+        seed: config.seed.wrapping_add(1),
+        data: &codes,
+        device,
+        checkpoint: ckpt_dir.join("prior-last.safetensors"),
+        meta: meta("prior"),
+    };
+    let codes_per_image = (config.model.latents() * config.model.bottleneck.slices) as f64;
+    let (step, prior_seconds) = prior_stage.train(
+        &run,
         &pvs,
-        &popt,
-        &meta("prior"),
+        &mut popt,
+        |batch| Ok((prior.loss(batch)?, ())),
+        |_, info| {
+            let StepInfo {
+                step,
+                loss,
+                lr,
+                grad_norm,
+                rate,
+                epoch,
+                seconds,
+            } = *info;
+            let record = serde_json::json!({
+                "kind": "train_prior", "step": step, "loss_nats_per_code": loss,
+                "prior_bits_per_dim": loss * codes_per_image / (3072.0 * std::f64::consts::LN_2),
+                "lr": lr, "grad_norm": grad_norm, "sequences_per_s": rate, "epoch": epoch,
+                "seconds": seconds,
+            });
+            let line = format!(
+                "prior step {step} loss {loss:.4} nats/code |g| {grad_norm:.2} {rate:.0} seq/s"
+            );
+            Ok((record, line))
+        },
     )?;
     save_model(&run.path().join(PRIOR_FILE), &pvs, step, &config_text)?;
     tracing::info!(
-        "prior: {step} steps in {:.0} s → {}",
-        stage.start.elapsed().as_secs_f64(),
+        "prior: {step} steps in {prior_seconds:.0} s → {}",
         run.path().join(PRIOR_FILE).display()
     );
     drop((model, prior, vs, pvs));
 
-    evaluate_run(run.path(), Some(config.device))?;
+    evaluate_split(run.path(), Some(config.device), args.eval_split)?;
     Ok(run.path().to_path_buf())
 }
 
@@ -650,6 +768,18 @@ pub struct VqvaeResults {
     pub codebook_perplexity: Vec<f64>,
     pub dead_codes: Vec<usize>,
     pub codebook_size: i64,
+    /// Which images were scored (`test_images` counts them either way).
+    #[serde(default = "default_split")]
+    pub split: EvalSplit,
+    /// Mean entropy (nats) of the posterior softmax(−‖x − e‖²/T) per latent
+    /// vector and slice, with the run's T (VQ: T = 1, what soft EM would
+    /// see); 0 means one-hot, ln K uniform.
+    #[serde(default)]
+    pub posterior_entropy_nats: f64,
+    /// Mean number of distinct codes among m draws from that posterior (the
+    /// run's `samples`); 1 means soft EM degenerates to hard EM.
+    #[serde(default)]
+    pub posterior_distinct_codes: f64,
     pub pictures: BTreeMap<String, String>,
     pub seconds: f64,
 }
@@ -658,12 +788,12 @@ pub struct VqvaeResults {
 pub fn evaluate(args: &EvalArgs) -> Result<Vec<VqvaeResults>> {
     let mut all = Vec::new();
     for dir in &args.run {
-        let cached = dir.join(RESULTS_FILE);
+        let cached = dir.join(results_file(args.split));
         if args.reuse && cached.is_file() {
             let text = std::fs::read_to_string(&cached)?;
             all.push(serde_json::from_str(&text).with_context(|| format!("{}", cached.display()))?);
         } else {
-            all.push(evaluate_run(dir, args.device)?);
+            all.push(evaluate_split(dir, args.device, args.split)?);
         }
     }
     if let Some(table) = &args.table {
@@ -739,9 +869,25 @@ fn write_table(path: &Path, results: &[VqvaeResults]) -> Result<()> {
     Ok(())
 }
 
-/// Bits/dim both ways, codebook health and pictures of one run, into its
-/// `results.json`.
-pub fn evaluate_run(dir: &Path, device: Option<DeviceSpec>) -> Result<VqvaeResults> {
+fn default_split() -> EvalSplit {
+    EvalSplit::Test
+}
+
+/// `results.json` (test) or `results_valid.json`.
+pub fn results_file(split: EvalSplit) -> &'static str {
+    match split {
+        EvalSplit::Test => RESULTS_FILE,
+        EvalSplit::Valid => "results_valid.json",
+    }
+}
+
+/// Bits/dim both ways and codebook health of one run on `split`, into
+/// [`results_file`]; the pictures only for the test split.
+pub fn evaluate_split(
+    dir: &Path,
+    device: Option<DeviceSpec>,
+    split: EvalSplit,
+) -> Result<VqvaeResults> {
     let start = Instant::now();
     let loaded = load_run(dir, device)?;
     let LoadedRun {
@@ -752,9 +898,33 @@ pub fn evaluate_run(dir: &Path, device: Option<DeviceSpec>) -> Result<VqvaeResul
         prior,
         ..
     } = &loaded;
-    let test = load_cifar10(&config.data_dir()?, CifarSplit::Test)?;
-    let images = images_tensor(&test, Some(config.data.test_images));
+    let images = match split {
+        EvalSplit::Test => {
+            let test = load_cifar10(&config.data_dir()?, CifarSplit::Test)?;
+            images_tensor(&test, Some(config.data.test_images))
+        }
+        EvalSplit::Valid => {
+            ensure!(
+                config.data.valid_images > 0,
+                "run {}: data.valid_images is 0, no validation images held out",
+                dir.display()
+            );
+            let train = load_cifar10(&config.data_dir()?, CifarSplit::Train)?;
+            let (_, valid) = train_valid_ranges(
+                train.len(),
+                config.data.train_images,
+                config.data.valid_images,
+            )?;
+            images_range(&train, valid)
+        }
+    };
     let n = images.size()[0];
+    let bcfg = &config.model.bottleneck;
+    let (health_t, health_m) = match bcfg.kind {
+        emvq_bottleneck::BottleneckKind::Em => (bcfg.temperature, bcfg.samples),
+        _ => (1.0, bcfg.samples.max(1)),
+    };
+    let mut health = emvq_vision::PosteriorHealth::default();
     let (slices, bits) = (config.model.bottleneck.slices, config.model.bottleneck.bits);
     let mut usage = CodeUsage::new(slices, config.model.bottleneck.codebook_size());
     let (mut nll_x, mut nll_z) = (Vec::new(), Vec::new());
@@ -770,6 +940,7 @@ pub fn evaluate_run(dir: &Path, device: Option<DeviceSpec>) -> Result<VqvaeResul
             nll_x.extend(Vec::<f64>::try_from(
                 out.nll.to_kind(Kind::Double).to_device(Device::Cpu),
             )?);
+            health.add(&model.posterior_health(&batch, health_t, health_m)?);
             let z = prior.nll(&codes, false)?;
             nll_z.extend(Vec::<f64>::try_from(
                 z.to_kind(Kind::Double).to_device(Device::Cpu),
@@ -803,26 +974,15 @@ pub fn evaluate_run(dir: &Path, device: Option<DeviceSpec>) -> Result<VqvaeResul
     );
 
     let mut pictures = BTreeMap::new();
-    let recon = recon.expect("at least one batch");
-    let originals = images.narrow(0, 0, recon.size()[0]);
-    let path = run.path().join("reconstructions.png");
-    write_png(&path, &side_by_side(&originals, &recon, 8)?)?;
-    pictures.insert("reconstructions".into(), path.display().to_string());
-    for s in 0..slices as usize {
-        let path = run.path().join(format!("usage_slice{s}.png"));
-        write_png(&path, &usage_chart(usage.counts(s), 200))?;
-        pictures.insert(format!("usage_slice{s}"), path.display().to_string());
+    if split == EvalSplit::Test {
+        write_pictures(
+            &loaded,
+            &images,
+            &recon.expect("at least one batch"),
+            &usage,
+            &mut pictures,
+        )?;
     }
-    let path = run.path().join("samples.png");
-    write_samples(
-        &loaded,
-        config.sample.n,
-        config.sample.seed,
-        config.sample.temperature,
-        &path,
-    )?;
-    pictures.insert("samples".into(), path.display().to_string());
-
     let results = VqvaeResults {
         run: run.path().display().to_string(),
         kind: format!("{:?}", config.model.bottleneck.kind).to_lowercase(),
@@ -836,17 +996,20 @@ pub fn evaluate_run(dir: &Path, device: Option<DeviceSpec>) -> Result<VqvaeResul
         codebook_perplexity: usage.perplexity(),
         dead_codes: usage.dead_count(),
         codebook_size: config.model.bottleneck.codebook_size(),
+        split,
+        posterior_entropy_nats: health.mean_entropy(),
+        posterior_distinct_codes: health.mean_distinct(),
         pictures,
         seconds: start.elapsed().as_secs_f64(),
     };
     write_atomic(
-        &run.path().join(RESULTS_FILE),
+        &run.path().join(results_file(split)),
         serde_json::to_string_pretty(&results)?.as_bytes(),
     )?;
     run.log_metrics(&serde_json::json!({ "kind": "eval", "results": &results }))?;
     println!(
-        "{}: bits/dim {:.4} (learned prior), {:.4} (uniform prior); reconstruction {:.4} + prior {:.4}; \
-         perplexity {:?} of {}, dead codes {:?} ({} test images)",
+        "{} [{split:?}]: bits/dim {:.4} (learned prior), {:.4} (uniform prior); reconstruction {:.4} + prior {:.4}; \
+         perplexity {:?} of {}, dead codes {:?}; posterior entropy {:.3} nats, {:.2} distinct codes of {health_m} draws (T = {health_t}) ({} images)",
         results.run,
         results.bits_per_dim_learned_prior,
         results.bits_per_dim_uniform_prior,
@@ -855,9 +1018,43 @@ pub fn evaluate_run(dir: &Path, device: Option<DeviceSpec>) -> Result<VqvaeResul
         results.codebook_perplexity.iter().map(|p| (p * 10.0).round() / 10.0).collect::<Vec<_>>(),
         results.codebook_size,
         results.dead_codes,
+        results.posterior_entropy_nats,
+        results.posterior_distinct_codes,
         results.test_images
     );
     Ok(results)
+}
+
+/// The test split's pictures: reconstructions, code usage per slice, samples.
+fn write_pictures(
+    loaded: &LoadedRun,
+    images: &Tensor,
+    recon: &Tensor,
+    usage: &CodeUsage,
+    pictures: &mut BTreeMap<String, String>,
+) -> Result<()> {
+    let (run, config) = (&loaded.run, &loaded.config);
+    let slices = config.model.bottleneck.slices;
+    let originals = images.narrow(0, 0, recon.size()[0]);
+    let path = run.path().join("reconstructions.png");
+    write_png(&path, &side_by_side(&originals, &recon, 8)?)?;
+    pictures.insert("reconstructions".into(), path.display().to_string());
+    for s in 0..slices as usize {
+        let path = run.path().join(format!("usage_slice{s}.png"));
+        write_png(&path, &usage_chart(usage.counts(s), 200))?;
+        pictures.insert(format!("usage_slice{s}"), path.display().to_string());
+    }
+    let path = run.path().join("samples.png");
+    write_samples(
+        loaded,
+        config.sample.n,
+        config.sample.seed,
+        config.sample.temperature,
+        &path,
+    )?;
+    pictures.insert("samples".into(), path.display().to_string());
+
+    Ok(())
 }
 
 /// Draws `n` code grids from the prior (seeded), decodes them and writes the
@@ -901,4 +1098,24 @@ pub fn sample(args: &SampleArgs) -> Result<()> {
         args.out.display()
     );
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn validation_images_are_the_end_of_the_training_split_and_disjoint() {
+        let (train, valid) = train_valid_ranges(50_000, None, 2_000).unwrap();
+        assert_eq!((train, valid.clone()), (0..48_000, 48_000..50_000));
+        // A training limit takes the first images, never validation ones.
+        let (train, again) = train_valid_ranges(50_000, Some(49_500), 2_000).unwrap();
+        assert_eq!((train, again), (0..48_000, valid));
+        let (train, valid) = train_valid_ranges(100, Some(10), 5).unwrap();
+        assert!(train.end <= valid.start && valid.len() == 5 && train.len() == 10);
+        let (train, valid) = train_valid_ranges(100, None, 0).unwrap();
+        assert_eq!((train, valid.len()), (0..100, 0));
+        let err = train_valid_ranges(100, None, 100).unwrap_err();
+        assert!(err.to_string().contains("valid_images"), "{err}");
+    }
 }

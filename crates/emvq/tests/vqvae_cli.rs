@@ -36,6 +36,7 @@ threads = 1
 [data]
 dir = "{}"
 train_images = 64
+valid_images = 16
 test_images = 12
 [model]
 hidden = 8
@@ -151,6 +152,30 @@ fn train_eval_sample_on_a_tiny_model() {
     assert!(table.contains("tiny_vq") && table.contains("tiny_em"));
     assert!(cwd.join("table_samples.png").is_file());
 
+    // The validation split: the 16 images held out from the end of the
+    // training split, scored into results_valid.json (no pictures), with the
+    // soft-EM posterior's health.
+    let out = ok(emvq(
+        &[
+            "eval-vqvae",
+            "--run",
+            "runs/vqvae/tiny_em",
+            "--split",
+            "valid",
+        ],
+        cwd,
+    ));
+    assert!(out.contains("Valid"), "{out}");
+    let valid = json(&run.join("results_valid.json"));
+    assert_eq!(valid["test_images"], 16);
+    assert_eq!(valid["split"], "valid");
+    assert!(valid["pictures"].as_object().unwrap().is_empty());
+    let entropy = valid["posterior_entropy_nats"].as_f64().unwrap();
+    let distinct = valid["posterior_distinct_codes"].as_f64().unwrap();
+    assert!((0.0..=16f64.ln() + 1e-6).contains(&entropy), "{entropy}");
+    assert!((1.0..=10.0).contains(&distinct), "{distinct}");
+    assert_eq!(results["split"], "test");
+
     // Sampling with a fixed seed repeats.
     let sample = |seed: &str, out: &str| {
         ok(emvq(
@@ -186,4 +211,16 @@ fn train_eval_sample_on_a_tiny_model() {
     let out = emvq(&["train-vqvae", "--config", "bad.toml"], cwd);
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("hiden"));
+
+    // Holding out every training image is refused, naming the key.
+    std::fs::write(
+        cwd.join("greedy.toml"),
+        config(&data, "vq")
+            .replace("valid_images = 16", "valid_images = 50000")
+            .replace("tiny_vq", "greedy"),
+    )
+    .unwrap();
+    let out = emvq(&["train-vqvae", "--config", "greedy.toml"], cwd);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("valid_images"));
 }
