@@ -668,10 +668,19 @@ pub struct LoadedNat {
 
 /// Loads a NAT run: `model.safetensors` when training finished, else
 /// `checkpoints/best.safetensors`, else the newest step checkpoint.
+#[allow(dead_code)] // for the commands that decode NAT runs (translate, eval)
 pub fn load_nat(run_dir: &Path, device: Option<DeviceSpec>) -> Result<LoadedNat> {
     let run = RunDir::open(run_dir)?;
     let config: NatRunConfig = run.load_config()?;
     set_threads(config.threads);
+    load_nat_unthreaded(run_dir, device)
+}
+
+/// [`load_nat`] without setting LibTorch's thread counts (which can be set
+/// only once per process, e.g. when a teacher was loaded first).
+pub fn load_nat_unthreaded(run_dir: &Path, device: Option<DeviceSpec>) -> Result<LoadedNat> {
+    let run = RunDir::open(run_dir)?;
+    let config: NatRunConfig = run.load_config()?;
     let tokenizer = SubwordTokenizer::load(run_dir)?;
     let device = device.unwrap_or(config.device).resolve()?;
     let vs = VarStore::new(device);

@@ -11,23 +11,25 @@
 //! stand-in for a trained length classifier, whose own cost is one linear
 //! layer). With `--run DIR` the trained NAT is timed with its own length rule
 //! and its BLEU on the split is printed too. Variants alternate sentence by
-//! sentence, so load from other processes hits all alike.
+//! sentence. Times are the decoding thread's CPU time
+//! ([`thread_cpu_seconds`], 1 LibTorch thread): on a shared machine wall-clock
+//! time also counts the waits for other processes.
 
 use std::path::PathBuf;
-use std::time::Instant;
 
 use anyhow::{ensure, Context, Result};
 use clap::Args;
 use emvq_bleu::{Bleu, BleuConfig};
 use emvq_data::prepare::encode_corpus;
 use emvq_data::read_parallel;
+use emvq_latent::timing::thread_cpu_seconds;
 use emvq_latent::{DecodeStats, LatentNat, LengthRule, NatDecode};
 use emvq_tensor::load_toml;
 use emvq_transformer::greedy;
 use serde::Serialize;
 use tch::{nn::VarStore, Device};
 
-use super::{load_nat, pad_rows, NatRunConfig};
+use super::{load_nat_unthreaded, pad_rows, NatRunConfig};
 use crate::teacher::load_teacher;
 
 /// `emvq bench-nat`.
@@ -57,9 +59,12 @@ pub struct BenchArgs {
     /// Beam over latents (1: greedy).
     #[arg(long, default_value_t = 1)]
     pub latent_beam: usize,
-    /// LibTorch threads.
+    /// LibTorch threads (1: every op runs on the timed thread).
     #[arg(long, default_value_t = 1)]
     pub threads: usize,
+    /// Override the config's `teacher` run.
+    #[arg(long)]
+    pub teacher: Option<PathBuf>,
     /// Write the table as JSON here too.
     #[arg(long)]
     pub json: Option<PathBuf>,
@@ -111,10 +116,13 @@ fn mean(v: impl Iterator<Item = f64>) -> f64 {
 
 /// Runs `emvq bench-nat`.
 pub fn run(args: &BenchArgs) -> Result<()> {
-    let config: NatRunConfig = match &args.run {
-        Some(dir) => load_nat(dir, Some(emvq_tensor::DeviceSpec::Cpu))?.config,
+    let mut config: NatRunConfig = match &args.run {
+        Some(dir) => emvq_tensor::RunDir::open(dir)?.load_config()?,
         None => load_toml(&args.config)?,
     };
+    if let Some(teacher) = &args.teacher {
+        config.teacher = teacher.clone();
+    }
     let teacher = load_teacher(&config.teacher, Some(emvq_tensor::DeviceSpec::Cpu))?;
     tch::set_num_threads(args.threads as i32); // the inter-op count is fixed once set
     let device = Device::Cpu;
@@ -130,7 +138,7 @@ pub fn run(args: &BenchArgs) -> Result<()> {
     let mut variants = Vec::new();
     match &args.run {
         Some(dir) => {
-            let nat = load_nat(dir, Some(emvq_tensor::DeviceSpec::Cpu))?;
+            let nat = load_nat_unthreaded(dir, Some(emvq_tensor::DeviceSpec::Cpu))?;
             variants.push(Variant {
                 name: format!("{} ({:?} length)", dir.display(), nat.config.model.length.rule),
                 model: nat.model,
@@ -181,17 +189,17 @@ pub fn run(args: &BenchArgs) -> Result<()> {
     let bar = emvq_tensor::logging::progress_bar(n as u64, "bench-nat");
     for i in 0..n {
         let (s, t) = (&encoded.source[i], &encoded.target[i]);
-        let start = Instant::now();
+        let start = thread_cpu_seconds();
         let src = pad_rows(&[s.as_slice()], teacher.model.config().pad_id, device);
         greedy(&teacher.model, &src, search.max_len_a, search.max_len_b)?;
-        greedy_ms.push(start.elapsed().as_secs_f64() * 1e3);
+        greedy_ms.push((thread_cpu_seconds() - start) * 1e3);
         for v in &mut variants {
-            let start = Instant::now();
+            let start = thread_cpu_seconds();
             let src = pad_rows(&[s.as_slice()], v.model.config().pad_id, device);
             let lens = [t.len() as i64];
             let (out, stats) =
                 v.model.translate_at_lengths(&src, v.oracle.then_some(&lens[..]), &settings)?;
-            v.totals.push(start.elapsed().as_secs_f64() * 1e3);
+            v.totals.push((thread_cpu_seconds() - start) * 1e3);
             v.stats.push(stats);
             v.outputs.push(out[0].iter().map(|&x| x as u32).collect());
         }
@@ -226,7 +234,7 @@ pub fn run(args: &BenchArgs) -> Result<()> {
         });
     }
     println!(
-        "batch 1, {} threads, {n} sentences of {} (teacher {}):\n",
+        "batch 1, {} threads, {n} sentences of {} (teacher {}), thread CPU time:\n",
         args.threads,
         args.split,
         config.teacher.display()
