@@ -34,10 +34,13 @@ fn stack(layers: i64) -> StackConfig {
     }
 }
 
+/// A named piece of work to time.
+type Case<'a> = (String, Box<dyn FnMut() + 'a>);
+
 /// Runs every case once per round, in turn, after 5 untimed rounds; the
 /// median milliseconds of thread CPU time of each (what a busy machine's
 /// wall clock inflates).
-fn time_all(rounds: usize, cases: &mut [(String, Box<dyn FnMut() + '_>)]) -> Vec<f64> {
+fn time_all(rounds: usize, cases: &mut [Case<'_>]) -> Vec<f64> {
     let mut ms = vec![Vec::with_capacity(rounds); cases.len()];
     for round in 0..rounds + 5 {
         for (i, (_, f)) in cases.iter_mut().enumerate() {
@@ -76,7 +79,7 @@ fn main() {
 
     let h = decoder.forward(&x, &Mask::None, &memory, &Mask::None, false).unwrap();
     let one = h.narrow(1, 0, 1);
-    let mut cases: Vec<(String, Box<dyn FnMut() + '_>)> = Vec::new();
+    let mut cases: Vec<Case<'_>> = Vec::new();
     cases.push((
         "encoder (3 layers)".into(),
         Box::new(|| drop(encoder.forward(&src, &Mask::None, false).unwrap())),

@@ -224,7 +224,7 @@ fn inference_makes_ceil_len_over_block_latent_steps_and_one_decoder_pass() {
         assert_eq!(out.len(), 3);
         // Batched translation equals row-by-row translation.
         for (i, row) in [vec![3; 2], vec![4; 9], vec![5; 5]].iter().enumerate() {
-            assert_eq!(model.translate(&batch(&[row.clone()]), &NatDecode::default()).unwrap()[0], out[i]);
+            assert_eq!(model.translate(&batch(std::slice::from_ref(row)), &NatDecode::default()).unwrap()[0], out[i]);
         }
     }
 }

@@ -385,6 +385,7 @@ pub fn train(args: &TrainArgs) -> Result<PathBuf> {
         );
     }
     set_threads(config.threads);
+    crate::teacher::reuse_freed_memory();
 
     // The teacher's vocabulary: its tokenizer is copied into the run.
     let teacher_tokenizer = SubwordTokenizer::load(&config.teacher)
