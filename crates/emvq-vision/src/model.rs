@@ -376,6 +376,26 @@ mod tests {
     }
 
     #[test]
+    fn posterior_health_spans_one_hot_to_uniform() {
+        tch::manual_seed(5);
+        let vs = nn::VarStore::new(Device::Cpu);
+        let model = VqVae::new(vs.root(), &small()).unwrap(); // K = 8, n_c = 1
+        let images = Tensor::randint(256, [2, 3, 32, 32], (Kind::Uint8, Device::Cpu));
+        // T → ∞: the uniform posterior, entropy ln K.
+        let flat = model.posterior_health(&images, 1e12, 10).unwrap();
+        assert_eq!(flat.vectors, 2 * 64);
+        assert!((flat.mean_entropy() - 8f64.ln()).abs() < 1e-4, "{flat:?}");
+        assert!(flat.mean_distinct() > 1.0 && flat.mean_distinct() <= 8.0);
+        // T → 0: one-hot, every draw is the nearest code.
+        let sharp = model.posterior_health(&images, 1e-12, 10).unwrap();
+        assert!(sharp.mean_entropy() < 1e-4, "{sharp:?}");
+        assert_eq!(sharp.mean_distinct(), 1.0);
+        let mut sum = flat;
+        sum.add(&sharp);
+        assert_eq!(sum.vectors, 4 * 64);
+    }
+
+    #[test]
     fn wrong_image_shape_is_an_error() {
         let vs = nn::VarStore::new(Device::Cpu);
         let model = VqVae::new(vs.root(), &small()).unwrap();
