@@ -9,7 +9,8 @@
 //! `cargo run --release -p emvq-vision --example bench_vqvae -- [--config
 //! configs/cifar10/vqvae_em.toml] [--threads 1] [--steps 10] [--rounds 5]
 //! [--device cpu]`. Both sides start from random codebooks (the config's
-//! k-means initialisation is switched off for the benchmark). The Python side
+//! k-means initialisation and dead-code re-seeding are switched off for the
+//! benchmark: the PyTorch bottleneck has neither). The Python side
 //! needs `torch` importable: `<workspace>/.pytools` is put on `PYTHONPATH`
 //! when it exists; `EMVQ_PYTHON` names the interpreter (default `python3`).
 
@@ -84,6 +85,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let table: toml::Table = toml::from_str(&text)?;
     let mut model_cfg: VqVaeConfig = table["model"].clone().try_into()?;
     model_cfg.bottleneck.init = CodebookInit::Random;
+    // The PyTorch bottleneck has no dead-code re-seeding: the same work on
+    // both sides.
+    model_cfg.bottleneck.reseed_dead = false;
     let train = table["train"].as_table().ok_or("config has no [train]")?;
     let batch = train["batch_size"].as_integer().ok_or("train.batch_size")?;
     let lr = train["lr"].as_float().ok_or("train.lr")?;
