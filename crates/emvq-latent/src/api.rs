@@ -29,11 +29,17 @@ pub struct NatDecode {
     pub temperature: f64,
     /// Seed of candidate sampling, so rescoring repeats.
     pub seed: u64,
+    /// Greedy latents only: feed the decoder the expected code vectors under
+    /// the latent predictor's distribution (Σ_j p_j e_j per slice) instead of
+    /// the argmax codes' vectors — closer to what a soft-EM decoder sees in
+    /// training (the mean of sampled codes). The predictor's own inputs stay
+    /// the argmax codes.
+    pub soft_latents: bool,
 }
 
 impl Default for NatDecode {
     fn default() -> Self {
-        Self { latent_beam: 1, temperature: 1.0, seed: 0 }
+        Self { latent_beam: 1, temperature: 1.0, seed: 0, soft_latents: false }
     }
 }
 

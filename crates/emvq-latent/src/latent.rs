@@ -446,14 +446,31 @@ impl LatentNat {
         sample: Option<(f64, u64)>,
         steps: &mut i64,
     ) -> Result<Tensor> {
+        Ok(self.predict_latents_with_probs(enc, l, sample, false, steps)?.0)
+    }
+
+    /// [`Self::predict_latents`], and with `keep_probs` the predictor's
+    /// distributions `[b, L, n_c, K]` too.
+    fn predict_latents_with_probs(
+        &self,
+        enc: &EncoderOutput,
+        l: i64,
+        sample: Option<(f64, u64)>,
+        keep_probs: bool,
+        steps: &mut i64,
+    ) -> Result<(Tensor, Option<Tensor>)> {
         let b = enc.memory.size()[0];
         let mut cache = self.predictor.start(&enc.memory, enc.memory_mask()?)?;
         let mut prev: Option<Tensor> = None;
         let mut out = Vec::with_capacity(l as usize);
+        let mut probs = Vec::new();
         let mut rng = sample.map(|(_, seed)| SplitMix64(seed));
         for _ in 0..l {
             let logits = self.predictor.step(prev.as_ref(), &mut cache, b)?; // [b, n_c, K]
             *steps += 1;
+            if keep_probs {
+                probs.push(logits.f_softmax(-1, Kind::Float)?);
+            }
             let codes = match (sample, rng.as_mut()) {
                 (Some((t, _)), Some(rng)) => {
                     let size = logits.size();
@@ -466,7 +483,11 @@ impl LatentNat {
             prev = Some(self.bottleneck.embed_codes(&codes)?.f_unsqueeze(1)?); // [b, 1, d]
             out.push(codes);
         }
-        Ok(Tensor::f_stack(&out, 1)?) // [b, L, n_c]
+        let probs = match keep_probs {
+            true => Some(Tensor::f_stack(&probs, 1)?), // [b, L, n_c, K]
+            false => None,
+        };
+        Ok((Tensor::f_stack(&out, 1)?, probs)) // [b, L, n_c]
     }
 
     /// Beam search over latent codes: `beam` hypotheses per row, each step
@@ -575,13 +596,18 @@ impl LatentNat {
             let block = self.cfg.block();
             let row_latents: Vec<i64> = lens.iter().map(|&n| (n + block - 1) / block).collect();
             let l = row_latents.iter().copied().max().unwrap_or(1);
-            let codes = if settings.latent_beam > 1 {
-                self.beam_latents(&enc, l, &row_latents, settings.latent_beam as i64, &mut stats.latent_steps)?
+            let (codes, probs) = if settings.latent_beam > 1 {
+                let beam = settings.latent_beam as i64;
+                (self.beam_latents(&enc, l, &row_latents, beam, &mut stats.latent_steps)?, None)
             } else {
-                self.predict_latents(&enc, l, None, &mut stats.latent_steps)?
+                let soft = settings.soft_latents;
+                self.predict_latents_with_probs(&enc, l, None, soft, &mut stats.latent_steps)?
             };
             let t2 = thread_cpu_seconds();
-            let out = self.decode_codes(&codes, &enc, &lens)?;
+            let out = match probs {
+                Some(p) => self.decode_vectors(&self.bottleneck.embed_soft(&p)?, &enc, &lens)?,
+                None => self.decode_codes(&codes, &enc, &lens)?,
+            };
             stats.decoder_passes += 1;
             stats.encode_seconds = t1 - t0;
             stats.latent_seconds = t2 - t1;

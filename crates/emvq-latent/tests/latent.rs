@@ -186,6 +186,12 @@ fn tiny_nat_with_a_vq_bottleneck_learns_to_translate_twenty_pairs() {
     for n in ["token_nll", "commitment", "latent_ce", "length_ce", "latent_mix"] {
         assert!(names.contains(n), "{n} missing from {names:?}");
     }
+    // Decoding the expected code vectors of a confident predictor agrees.
+    let soft = model
+        .translate(&src, &NatDecode { soft_latents: true, ..Default::default() })
+        .unwrap();
+    let soft_correct = soft.iter().zip(&want).filter(|(a, b)| a == b).count();
+    assert!(soft_correct >= 18, "soft latents {soft_correct}/20");
     // A beam over latents scores at least as well; it decodes the same here.
     let beam = model
         .translate(&src, &NatDecode { latent_beam: 3, ..Default::default() })
@@ -266,7 +272,7 @@ fn candidates_are_seeded_samples_of_one_source() {
     let vs = VarStore::new(Device::Cpu);
     let model = LatentNat::new(vs.root(), &cfg).unwrap();
     let src = batch(&[vec![3, 4, 5, 6, 7, 8]]);
-    let settings = NatDecode { latent_beam: 1, temperature: 2.0, seed: 11 };
+    let settings = NatDecode { latent_beam: 1, temperature: 2.0, seed: 11, soft_latents: false };
     let a = model.candidates(&src, 6, &settings).unwrap();
     let b = model.candidates(&src, 6, &settings).unwrap();
     assert_eq!(a.len(), 6);

@@ -59,6 +59,10 @@ pub struct BenchArgs {
     /// Beam over latents (1: greedy).
     #[arg(long, default_value_t = 1)]
     pub latent_beam: usize,
+    /// Decode the expected code vectors under the predictor's distribution
+    /// ([`NatDecode::soft_latents`]).
+    #[arg(long)]
+    pub soft_latents: bool,
     /// LibTorch threads (1: every op runs on the timed thread).
     #[arg(long, default_value_t = 1)]
     pub threads: usize,
@@ -182,7 +186,11 @@ pub fn run(args: &BenchArgs) -> Result<()> {
         }
     }
 
-    let settings = NatDecode { latent_beam: args.latent_beam, ..Default::default() };
+    let settings = NatDecode {
+        latent_beam: args.latent_beam,
+        soft_latents: args.soft_latents,
+        ..Default::default()
+    };
     let search = teacher.config.decode.search(1);
     let mut greedy_ms = Vec::with_capacity(n);
     let _guard = tch::no_grad_guard();
