@@ -38,11 +38,7 @@ use emvq_transformer::{
 use serde::{Deserialize, Serialize};
 use tch::{nn::VarStore, Device, Tensor};
 
-use crate::teacher::{batch_tensors, set_threads, MODEL_FILE};
-
-const POSITION_KEY: &str = "data_position";
-const SECONDS_KEY: &str = "train_seconds";
-const CONFIG_KEY: &str = "config";
+use crate::teacher::{batch_tensors, set_threads, CONFIG_KEY, MODEL_FILE, POSITION_KEY, SECONDS_KEY};
 
 /// `configs/<dataset>/nat_*.toml`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -647,7 +643,7 @@ pub fn train(args: &TrainArgs) -> Result<PathBuf> {
 
 /// The teacher's final weights (`model.safetensors`), else its best
 /// checkpoint.
-fn teacher_weights(teacher: &Path) -> Result<PathBuf> {
+pub(crate) fn teacher_weights(teacher: &Path) -> Result<PathBuf> {
     let keeper = CheckpointKeeper::new(&teacher.join("checkpoints"), 1)?;
     [teacher.join(MODEL_FILE), keeper.best_path()]
         .into_iter()

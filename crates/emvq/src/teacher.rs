@@ -41,9 +41,10 @@ use crate::translate::translate_ids;
 /// The final model of a run, written when training ends.
 pub const MODEL_FILE: &str = "model.safetensors";
 /// Checkpoint metadata keys written by this stage.
-const POSITION_KEY: &str = "data_position";
-const SECONDS_KEY: &str = "train_seconds";
-const CONFIG_KEY: &str = "config";
+/// Metadata keys of a training checkpoint (shared by the teacher and NAT trainers).
+pub(crate) const POSITION_KEY: &str = "data_position";
+pub(crate) const SECONDS_KEY: &str = "train_seconds";
+pub(crate) const CONFIG_KEY: &str = "config";
 
 /// `configs/<dataset>/teacher*.toml`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

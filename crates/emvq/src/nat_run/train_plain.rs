@@ -10,7 +10,7 @@
 //! `[model]` has no `compress_steps` here ([`super::config_kind`]).
 
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::Instant;
 
 use anyhow::{bail, ensure, Context, Result};
@@ -26,12 +26,8 @@ use emvq_transformer::{
 use tch::nn::VarStore;
 
 use super::{translate_batched, PlainRunConfig};
-use crate::nat::TrainArgs;
-use crate::teacher::{batch_tensors, set_threads, MODEL_FILE};
-
-const POSITION_KEY: &str = "data_position";
-const SECONDS_KEY: &str = "train_seconds";
-const CONFIG_KEY: &str = "config";
+use crate::nat::{teacher_weights, TrainArgs};
+use crate::teacher::{batch_tensors, set_threads, CONFIG_KEY, MODEL_FILE, POSITION_KEY, SECONDS_KEY};
 
 impl PlainRunConfig {
     /// Checks what serde cannot (the model once its vocabulary is known).
@@ -96,20 +92,6 @@ fn load_config(args: &TrainArgs) -> Result<PlainRunConfig> {
         .validate()
         .with_context(|| format!("config {}", args.config.display()))?;
     Ok(config)
-}
-
-/// The teacher's final weights, else its best checkpoint.
-fn teacher_weights(teacher: &Path) -> Result<PathBuf> {
-    let keeper = CheckpointKeeper::new(&teacher.join("checkpoints"), 1)?;
-    [teacher.join(MODEL_FILE), keeper.best_path()]
-        .into_iter()
-        .find(|p| p.is_file())
-        .with_context(|| {
-            format!(
-                "teacher run {} has no model.safetensors or best checkpoint",
-                teacher.display()
-            )
-        })
 }
 
 /// Trains (or resumes) a plain NAT; returns the run directory.
@@ -392,7 +374,7 @@ mod tests {
 
     #[test]
     fn shipped_plain_config_parses_and_validates() {
-        let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
         let config: PlainRunConfig =
             load_toml(&root.join("configs/multi30k/nat_plain.toml")).unwrap();
         config.validate().unwrap();
