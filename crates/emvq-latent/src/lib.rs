@@ -6,7 +6,7 @@
 //!
 //! - [`api`]: [`NatModel`], what every NAT model offers (loss, one-pass
 //!   translation, candidates for rescoring).
-//! - [`error`]: [`LatentError`].
+//! - [`LatentError`] (in [`error`]): what can go wrong.
 //! - [`length`]: target lengths (T2T's 2|x|, a ratio, or a classifier over
 //!   |y| − |x|) and candidate lengths for noisy parallel decoding.
 //! - [`plain`]: [`PlainNat`], the plain NAT baseline (Gu et al. 2018:

@@ -1037,7 +1037,7 @@ fn write_pictures(
     let slices = config.model.bottleneck.slices;
     let originals = images.narrow(0, 0, recon.size()[0]);
     let path = run.path().join("reconstructions.png");
-    write_png(&path, &side_by_side(&originals, &recon, 8)?)?;
+    write_png(&path, &side_by_side(&originals, recon, 8)?)?;
     pictures.insert("reconstructions".into(), path.display().to_string());
     for s in 0..slices as usize {
         let path = run.path().join(format!("usage_slice{s}.png"));
