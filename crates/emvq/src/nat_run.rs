@@ -20,14 +20,14 @@ use emvq_data::{SubwordTokenizer, TranslationDataConfig, EOS_ID};
 use emvq_latent::{rescore, LatentNat, NatDecode, NatModel, PlainNat, PlainNatConfig};
 use emvq_tensor::{Checkpoint, DeviceSpec, RunDir};
 use emvq_transformer::{CheckpointKeeper, Seq2Seq};
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 use tch::{nn::VarStore, Device, Tensor};
 
 mod train_plain;
 
 pub use train_plain::train_plain;
 
-use crate::nat::{pad_rows, NatDecodeSettings, NatRunConfig, NatTrainSettings};
+use crate::nat::{pad_rows, NatRunConfig, NatRunConfigOf};
 use crate::teacher::{LoadedTeacher, TeacherConfig, MODEL_FILE};
 
 /// What a run directory holds.
@@ -76,25 +76,7 @@ pub fn config_kind(text: &str) -> Result<RunKind> {
 
 /// A plain-NAT run's config (`configs/<dataset>/nat_plain*.toml`): the
 /// latent NAT's keys with a [`PlainNatConfig`] as `[model]`.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct PlainRunConfig {
-    pub name: String,
-    #[serde(default)]
-    pub device: DeviceSpec,
-    pub seed: u64,
-    pub threads: usize,
-    /// The teacher run whose tokenizer (and optionally weights) the NAT uses,
-    /// and which rescores NPD candidates.
-    pub teacher: PathBuf,
-    #[serde(default)]
-    pub init_from_teacher: bool,
-    pub data: TranslationDataConfig,
-    /// `vocab_size = 0` takes the tokenizer's size.
-    pub model: PlainNatConfig,
-    pub train: NatTrainSettings,
-    pub decode: NatDecodeSettings,
-}
+pub type PlainRunConfig = NatRunConfigOf<PlainNatConfig>;
 
 /// The network of a NAT run.
 pub enum NatNet {

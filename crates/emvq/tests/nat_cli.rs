@@ -326,3 +326,146 @@ fn nat_runs_eval_translate_and_bench_latency() {
         );
     }
 }
+
+/// The records of one `kind` in a run's metrics.jsonl.
+fn records(run: &Path, kind: &str) -> Vec<serde_json::Value> {
+    std::fs::read_to_string(run.join("metrics.jsonl"))
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+        .filter(|r| r["kind"] == kind)
+        .collect()
+}
+
+/// A safetensors file's tensor table and data, without its metadata (which
+/// holds the training time).
+fn tensors(path: &Path) -> (serde_json::Value, Vec<u8>) {
+    let bytes = std::fs::read(path).unwrap();
+    let n = u64::from_le_bytes(bytes[..8].try_into().unwrap()) as usize;
+    let mut header: serde_json::Value = serde_json::from_slice(&bytes[8..8 + n]).unwrap();
+    header.as_object_mut().unwrap().remove("__metadata__");
+    (header, bytes[8 + n..].to_vec())
+}
+
+fn has(record: &serde_json::Value, key: &str) -> bool {
+    record.get(key).is_some()
+}
+
+#[test]
+fn both_nat_trainers_resume_exactly_and_keep_their_records() {
+    let data = tempfile::tempdir().unwrap();
+    write_split(data.path(), "train", &corpus(48, 0));
+    write_split(data.path(), "val", &corpus(8, 100));
+    write_split(data.path(), "test_2016_flickr", &corpus(6, 200));
+    std::fs::create_dir(data.path().join("distilled")).unwrap();
+    write_split(&data.path().join("distilled"), "train", &corpus(48, 0));
+    let work = tempfile::tempdir().unwrap();
+    let w = work.path();
+    for (file, text) in [
+        ("teacher.toml", teacher_config(data.path())),
+        ("em.toml", latent_config(data.path())),
+        ("plain.toml", plain_config(data.path())),
+    ] {
+        std::fs::write(w.join(file), text).unwrap();
+    }
+    ok(emvq(
+        w,
+        &[
+            "train-teacher",
+            "--config",
+            "teacher.toml",
+            "--runs",
+            "runs",
+        ],
+    ));
+    for (file, name) in [("em.toml", "em"), ("plain.toml", "plain")] {
+        // Straight: 4 steps; interrupted: 2 steps, then --resume to 4.
+        ok(emvq(
+            w,
+            &["train-nat", "--config", file, "--runs", "straight"],
+        ));
+        let split_args = ["train-nat", "--config", file, "--runs", "split"];
+        ok(emvq(w, &[&split_args[..], &["--max-steps", "2"]].concat()));
+        let again = emvq(w, &split_args);
+        assert!(
+            !again.status.success(),
+            "{name}: an existing run is not overwritten"
+        );
+        assert!(String::from_utf8_lossy(&again.stderr).contains("--resume"));
+        ok(emvq(w, &[&split_args[..], &["--resume"]].concat()));
+
+        let straight = w.join("straight/nat").join(name);
+        let split = w.join("split/nat").join(name);
+        let losses = |run: &Path| -> Vec<(i64, u64)> {
+            records(run, "train")
+                .iter()
+                .map(|r| {
+                    (
+                        r["step"].as_i64().unwrap(),
+                        r["loss"].as_f64().unwrap().to_bits(),
+                    )
+                })
+                .collect()
+        };
+        let expected = losses(&straight);
+        assert_eq!(
+            expected.iter().map(|s| s.0).collect::<Vec<_>>(),
+            vec![1, 2, 3, 4],
+            "{name}"
+        );
+        assert_eq!(
+            losses(&split),
+            expected,
+            "{name}: resumed training repeats the losses"
+        );
+        let last_valid = |run: &Path| {
+            records(run, "valid").last().unwrap()["loss"]
+                .as_f64()
+                .unwrap()
+                .to_bits()
+        };
+        assert_eq!(last_valid(&split), last_valid(&straight), "{name}");
+        for file in [
+            "config.toml",
+            "tokenizer.json",
+            "log.txt",
+            "model.safetensors",
+        ] {
+            assert!(split.join(file).is_file(), "{name}: {file} missing");
+        }
+        assert_eq!(
+            tensors(&split.join("model.safetensors")),
+            tensors(&straight.join("model.safetensors")),
+            "{name}: the final (averaged) model"
+        );
+
+        // What each kind writes: the latent NAT its codebook statistics.
+        let latent = name == "em";
+        let train = &records(&straight, "train")[0];
+        for key in [
+            "lr",
+            "grad_norm",
+            "tokens_per_s",
+            "epoch",
+            "seconds",
+            "loss",
+            "token_nll",
+        ] {
+            assert!(
+                has(train, key),
+                "{name}: train record without {key}: {train}"
+            );
+        }
+        assert_eq!(has(train, "code_perplexity"), latent, "{train}");
+        assert_eq!(has(train, "dead_codes"), latent, "{train}");
+        assert!(has(train, "length_ce"), "{train}");
+        let fin = &records(&straight, "final")[0];
+        for key in ["loss", "tokens", "bleu_greedy", "seconds", "token_nll"] {
+            assert!(has(fin, key), "{name}: final record without {key}: {fin}");
+        }
+        assert_eq!(fin["step"], 4);
+        for key in ["ppl", "code_perplexity", "codes_used"] {
+            assert_eq!(has(fin, key), latent, "{name}: {key} in {fin}");
+        }
+    }
+}
