@@ -16,27 +16,28 @@
 //! used up, whichever comes first.
 
 pub mod bench;
+pub(crate) mod run_steps;
 
-use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use anyhow::{bail, ensure, Context, Result};
 use clap::Args;
-use emvq_bleu::{Bleu, BleuConfig};
 use emvq_data::{
     prepare_translation, Batch, Batcher, DataPosition, SubwordTokenizer, TranslationDataConfig,
 };
 use emvq_tensor::{load_toml, Checkpoint, DeviceSpec, RunDir};
-use emvq_transformer::keeper::{parse_meta, STEP_KEY};
 use emvq_transformer::{
-    average_checkpoints, evaluate, load_training_checkpoint, train_step_with, Adam, AdamConfig,
-    CheckpointKeeper, LrSchedule, SearchConfig, Seq2Seq, StepConfig, TransformerConfig,
+    evaluate, train_step_with, Adam, AdamConfig, CheckpointKeeper, LrSchedule, SearchConfig,
+    Seq2Seq, StepConfig, TransformerConfig,
 };
 use serde::{Deserialize, Serialize};
 use tch::{nn::VarStore, Device, Tensor};
 
 use crate::translate::translate_ids;
+use run_steps::{
+    advance_bar, check_resumed_config, refuse_overwrite, resume_latest, RunWriter, ValidSet,
+};
 
 /// The final model of a run, written when training ends.
 pub const MODEL_FILE: &str = "model.safetensors";
@@ -299,48 +300,39 @@ struct ValidRecord {
     seconds: f64,
 }
 
-/// Validation data and what scoring it needs.
-struct Validation {
-    device: Device,
-    batches: Vec<(Tensor, Tensor)>,
-    sources: Vec<Vec<u32>>,
-    bleu: Bleu,
-}
-
-impl Validation {
-    fn run(
-        &self,
-        step: i64,
-        model: &Seq2Seq,
-        tokenizer: &SubwordTokenizer,
-        config: &TeacherConfig,
-    ) -> Result<ValidRecord> {
-        let start = Instant::now();
-        let stats = evaluate(model, &self.batches, config.train.label_smoothing)?;
-        let bleu_greedy = if config.train.eval_bleu {
-            let search = config.decode.search(1);
-            let out = translate_ids(
-                model,
-                &self.sources,
-                &search,
-                config.decode.batch_sentences,
-                self.device,
-            )?;
-            let hyps = tokenizer.decode_batch(&out)?;
-            Some(self.bleu.corpus_score(&hyps)?.score)
-        } else {
-            None
-        };
-        Ok(ValidRecord {
-            kind: "valid",
-            step,
-            loss: stats.loss,
-            nll: stats.nll,
-            ppl: stats.nll.exp(),
-            bleu_greedy,
-            seconds: start.elapsed().as_secs_f64(),
-        })
-    }
+/// Validation loss, perplexity and (with `eval_bleu`) greedy BLEU.
+fn validate(
+    valid: &ValidSet,
+    step: i64,
+    model: &Seq2Seq,
+    tokenizer: &SubwordTokenizer,
+    config: &TeacherConfig,
+) -> Result<ValidRecord> {
+    let start = Instant::now();
+    let stats = evaluate(model, &valid.batches, config.train.label_smoothing)?;
+    let bleu_greedy = if config.train.eval_bleu {
+        let search = config.decode.search(1);
+        let out = translate_ids(
+            model,
+            &valid.sources,
+            &search,
+            config.decode.batch_sentences,
+            valid.device,
+        )?;
+        let hyps = tokenizer.decode_batch(&out)?;
+        Some(valid.bleu.corpus_score(&hyps)?.score)
+    } else {
+        None
+    };
+    Ok(ValidRecord {
+        kind: "valid",
+        step,
+        loss: stats.loss,
+        nll: stats.nll,
+        ppl: stats.nll.exp(),
+        bleu_greedy,
+        seconds: start.elapsed().as_secs_f64(),
+    })
 }
 
 /// Trains (or resumes) a teacher; returns the run directory.
@@ -363,16 +355,7 @@ pub fn train(args: &TrainArgs) -> Result<PathBuf> {
         .with_context(|| format!("config {}", args.config.display()))?;
     let run = RunDir::create(&args.runs, "teacher", &config.name)?;
     emvq_tensor::logging::init_logging(Some(&run.log_path()))?;
-    let has_checkpoints = run.checkpoint_dir().is_dir()
-        && !CheckpointKeeper::new(&run.checkpoint_dir(), 1)?
-            .steps()?
-            .is_empty();
-    if has_checkpoints && !args.resume {
-        bail!(
-            "run {} already has checkpoints: pass --resume to continue it, or --name for a new run",
-            run.path().display()
-        );
-    }
+    refuse_overwrite(&run, args.resume)?;
     set_threads(config.threads);
     reuse_freed_memory();
 
@@ -380,15 +363,9 @@ pub fn train(args: &TrainArgs) -> Result<PathBuf> {
     let data_dir = config.data.resolve_data_dir(&cwd)?;
     let prepared = prepare_translation(&config.data, &data_dir, Some(run.path()))?;
     config.resolve_vocab(&prepared.tokenizer)?;
-    if args.resume && run.config_path().is_file() {
-        let saved: TeacherConfig = run.load_config()?;
-        ensure!(
-            saved.model == config.model && saved.data == config.data && saved.seed == config.seed,
-            "--resume: the model, data or seed of {} differ from the run's saved config {}",
-            args.config.display(),
-            run.config_path().display()
-        );
-    }
+    check_resumed_config(&run, args.resume, &args.config, |saved: &TeacherConfig| {
+        saved.model == config.model && saved.data == config.data && saved.seed == config.seed
+    })?;
     run.save_config(&config)?;
     let device = config.device.resolve()?;
     ensure!(
@@ -412,15 +389,13 @@ pub fn train(args: &TrainArgs) -> Result<PathBuf> {
     let mut position = DataPosition::default();
     let mut seconds_before = 0.0;
     if args.resume {
-        match keeper.latest()? {
-            Some(path) => {
-                let ckpt = load_training_checkpoint(&path, &vs, &mut opt)?;
-                position = serde_json::from_str(ckpt.meta(POSITION_KEY, &path)?)
-                    .with_context(|| format!("{}: bad {POSITION_KEY}", path.display()))?;
-                seconds_before = parse_meta(&ckpt, SECONDS_KEY, &path)?;
+        match resume_latest(&keeper, &vs, &mut opt)? {
+            Some(resumed) => {
+                position = resumed.position;
+                seconds_before = resumed.seconds;
                 tracing::info!(
                     "resumed from {} (step {}, epoch {} batch {}, {:.0} s trained)",
-                    path.display(),
+                    resumed.path.display(),
                     opt.step_count(),
                     position.epoch,
                     position.batch_index,
@@ -438,28 +413,7 @@ pub fn train(args: &TrainArgs) -> Result<PathBuf> {
         prepared.train.encoded.clone(),
         config.data.batch_config(true),
     )?;
-    let valid_batcher = Batcher::new(
-        prepared.valid.encoded.clone(),
-        config.data.batch_config(false),
-    )?;
-    let validation = Validation {
-        device,
-        batches: valid_batcher
-            .epoch(0)
-            .map(|b| batch_tensors(&b, device))
-            .collect(),
-        sources: prepared.valid.encoded.source.clone(),
-        bleu: Bleu::new(
-            BleuConfig::default(),
-            &[prepared
-                .valid
-                .encoded
-                .line_index
-                .iter()
-                .map(|&i| prepared.valid.raw.target[i].clone())
-                .collect::<Vec<_>>()],
-        )?,
-    };
+    let validation = ValidSet::new(&prepared, &config.data, device)?;
     tracing::info!(
         "{} training pairs in {} batches of ≤ {} tokens per epoch, accumulation {}",
         prepared.train.encoded.len(),
@@ -474,7 +428,10 @@ pub fn train(args: &TrainArgs) -> Result<PathBuf> {
         seed: config.seed,
     };
     let schedule = config.schedule();
-    let config_text = toml::to_string(&config)?;
+    let writer = RunWriter {
+        vs: &vs,
+        config_text: toml::to_string(&config)?,
+    };
     let budget = config.train.max_minutes.map(|m| m * 60.0);
     let max_steps = config.train.max_steps;
     let bar = emvq_tensor::logging::progress_bar(max_steps.unwrap_or(0) as u64, "train");
@@ -492,12 +449,7 @@ pub fn train(args: &TrainArgs) -> Result<PathBuf> {
                 position: DataPosition,
                 seconds: f64|
      -> Result<()> {
-        let meta = BTreeMap::from([
-            (POSITION_KEY.to_string(), serde_json::to_string(&position)?),
-            (SECONDS_KEY.to_string(), format!("{seconds:e}")),
-            (CONFIG_KEY.to_string(), config_text.clone()),
-        ]);
-        let saved = keeper.save(&vs, opt, val_loss, &meta)?;
+        let saved = writer.save(keeper, opt, val_loss, position, seconds)?;
         tracing::debug!(
             "saved {}{}",
             saved.path.display(),
@@ -526,20 +478,7 @@ pub fn train(args: &TrainArgs) -> Result<PathBuf> {
         window_tokens += stats.tokens;
         let seconds = elapsed(&start);
         let tok_per_s = window_tokens / window_start.elapsed().as_secs_f64().max(1e-9);
-        let remaining = match (max_steps, budget) {
-            (Some(m), b) => {
-                let rate = (step as f64) / seconds.max(1e-9);
-                let by_steps = (m - step) as f64 / rate.max(1e-9);
-                b.map_or(by_steps, |b| by_steps.min(b - seconds))
-            }
-            (None, Some(b)) => b - seconds,
-            (None, None) => unreachable!("validated"),
-        };
-        if max_steps.is_none() {
-            let rate = step as f64 / seconds.max(1e-9);
-            bar.set_length(step as u64 + (remaining.max(0.0) * rate) as u64);
-        }
-        bar.set_position(step as u64);
+        let remaining = advance_bar(&bar, step, seconds, max_steps, budget);
         bar.set_message(format!(
             "loss {:.3} | {:.0} tok/s | ETA {}",
             stats.loss,
@@ -569,7 +508,7 @@ pub fn train(args: &TrainArgs) -> Result<PathBuf> {
         }
         if step % config.train.eval_every == 0 {
             let record =
-                bar.suspend(|| validation.run(step, &model, &prepared.tokenizer, &config))?;
+                bar.suspend(|| validate(&validation, step, &model, &prepared.tokenizer, &config))?;
             log_valid(&run, &record)?;
             last_val = Some(record.loss);
             last_eval = step;
@@ -586,7 +525,7 @@ pub fn train(args: &TrainArgs) -> Result<PathBuf> {
         bail!("no training step was taken (the budget was already spent)");
     }
     if last_eval != step {
-        let record = validation.run(step, &model, &prepared.tokenizer, &config)?;
+        let record = validate(&validation, step, &model, &prepared.tokenizer, &config)?;
         log_valid(&run, &record)?;
         last_val = Some(record.loss);
     }
@@ -600,23 +539,14 @@ pub fn train(args: &TrainArgs) -> Result<PathBuf> {
     );
 
     // The final model: the average of the last N checkpoints.
-    let paths = keeper.last_n(config.train.average_last)?;
-    let mut final_ckpt = average_checkpoints(&paths)?;
-    final_ckpt
-        .metadata
-        .insert(STEP_KEY.into(), step.to_string());
-    final_ckpt
-        .metadata
-        .insert(CONFIG_KEY.into(), config_text.clone());
     let model_path = run.path().join(MODEL_FILE);
-    final_ckpt.save(&model_path)?;
-    final_ckpt.restore_into(&vs, &model_path)?;
-    let mut record = validation.run(step, &model, &prepared.tokenizer, &config)?;
+    let averaged = writer.write_final(&keeper, config.train.average_last, step, &model_path)?;
+    let mut record = validate(&validation, step, &model, &prepared.tokenizer, &config)?;
     record.kind = "final";
     log_valid(&run, &record)?;
     tracing::info!(
         "final model ({} checkpoints averaged) → {}",
-        paths.len(),
+        averaged,
         model_path.display()
     );
     Ok(run.path().to_path_buf())

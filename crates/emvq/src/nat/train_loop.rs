@@ -18,26 +18,22 @@ use std::path::PathBuf;
 use std::time::Instant;
 
 use anyhow::{bail, ensure, Context, Result};
-use emvq_bleu::{Bleu, BleuConfig};
 use emvq_data::{
     prepare_translation, Batcher, DataPosition, SubwordTokenizer, TranslationDataConfig,
 };
 use emvq_latent::{init_from_teacher, NatLoss, NatModel};
 use emvq_tensor::{load_toml, seed::seed_all, Checkpoint, RunDir};
-use emvq_transformer::keeper::{parse_meta, STEP_KEY};
-use emvq_transformer::{
-    average_checkpoints, load_training_checkpoint, step_seed, Adam, AdamConfig, CheckpointKeeper,
-    LrSchedule,
-};
+use emvq_transformer::{step_seed, Adam, AdamConfig, CheckpointKeeper, LrSchedule};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
-use tch::{nn, nn::VarStore, Device, Tensor};
+use tch::{nn, nn::VarStore, Tensor};
 
 use super::{teacher_weights, NatDecodeSettings, NatRunConfigOf, TrainArgs};
 use crate::nat_run::translate_batched;
-use crate::teacher::{
-    batch_tensors, set_threads, CONFIG_KEY, MODEL_FILE, POSITION_KEY, SECONDS_KEY,
+use crate::teacher::run_steps::{
+    advance_bar, check_resumed_config, refuse_overwrite, resume_latest, RunWriter, ValidSet,
 };
+use crate::teacher::{batch_tensors, set_threads, MODEL_FILE};
 
 /// What a NAT's `[model]` table brings to the shared trainer.
 pub trait NatKind: Clone + PartialEq + std::fmt::Debug + Serialize + DeserializeOwned {
@@ -57,6 +53,30 @@ pub trait NatKind: Clone + PartialEq + std::fmt::Debug + Serialize + Deserialize
     /// Builds the model under `root`.
     fn build(&self, root: nn::Path) -> Result<Box<dyn NatHook>>;
 }
+
+/// The [`NatKind`] methods that read the `[model]` fields both NAT configs
+/// name alike (`vocab_size`, `d_model`, `max_positions`, `pad_id`) and call
+/// the config's own `validate`.
+macro_rules! nat_kind_common_fields {
+    () => {
+        fn vocab_size_mut(&mut self) -> &mut i64 {
+            &mut self.vocab_size
+        }
+
+        fn d_model(&self) -> i64 {
+            self.d_model
+        }
+
+        fn positions_and_pad(&self) -> (i64, i64) {
+            (self.max_positions, self.pad_id)
+        }
+
+        fn validate_model(&self) -> anyhow::Result<()> {
+            Ok(self.validate()?)
+        }
+    };
+}
+pub(crate) use nat_kind_common_fields;
 
 /// A built NAT in the shared loop: the model, and what it counts besides
 /// the loss.
@@ -162,60 +182,50 @@ impl<M: NatKind> NatRunConfigOf<M> {
     }
 }
 
-/// Validation data and what scoring it needs.
-struct Validation {
-    device: Device,
-    batches: Vec<(Tensor, Tensor)>,
-    sources: Vec<Vec<u32>>,
-    bleu: Bleu,
-}
-
-impl Validation {
-    /// Token-weighted loss parts over the validation batches (no dropout;
-    /// for the latent NAT p = 1 and EM's exact posterior as the latent
-    /// target), what the hook counted, and one-pass BLEU.
-    fn run(
-        &self,
-        kind: &str,
-        step: i64,
-        hook: &mut dyn NatHook,
-        tokenizer: &SubwordTokenizer,
-        (decode, eval_bleu, shape): (&NatDecodeSettings, bool, (i64, i64)),
-    ) -> Result<serde_json::Value> {
-        let start = Instant::now();
-        let _guard = tch::no_grad_guard();
-        let (mut sums, mut tokens) = (BTreeMap::<&str, f64>::new(), 0.0);
-        for (src, tgt) in &self.batches {
-            let loss = hook.loss(src, tgt, step, false)?;
-            for (name, v) in loss
-                .metrics
-                .iter()
-                .chain([&("loss", loss.total.double_value(&[]))])
-            {
-                *sums.entry(name).or_default() += v * loss.tokens;
-            }
-            tokens += loss.tokens;
+/// A NAT validation pass: token-weighted loss parts over the validation
+/// batches (no dropout; for the latent NAT p = 1 and EM's exact posterior as
+/// the latent target), what the hook counted, and one-pass BLEU.
+fn validate(
+    valid: &ValidSet,
+    kind: &str,
+    step: i64,
+    hook: &mut dyn NatHook,
+    tokenizer: &SubwordTokenizer,
+    (decode, eval_bleu, shape): (&NatDecodeSettings, bool, (i64, i64)),
+) -> Result<serde_json::Value> {
+    let start = Instant::now();
+    let _guard = tch::no_grad_guard();
+    let (mut sums, mut tokens) = (BTreeMap::<&str, f64>::new(), 0.0);
+    for (src, tgt) in &valid.batches {
+        let loss = hook.loss(src, tgt, step, false)?;
+        for (name, v) in loss
+            .metrics
+            .iter()
+            .chain([&("loss", loss.total.double_value(&[]))])
+        {
+            *sums.entry(name).or_default() += v * loss.tokens;
         }
-        let mut record = serde_json::json!({ "kind": kind, "step": step, "tokens": tokens });
-        for (name, v) in sums {
-            record[name] = serde_json::json!(v / tokens.max(1.0));
-        }
-        hook.finish_record(&mut record, false)?;
-        if eval_bleu {
-            let (max_positions, pad) = shape;
-            let out = translate_batched(
-                hook.model(),
-                &decode.nat(),
-                (max_positions, pad, self.device),
-                &self.sources,
-                decode.batch_sentences,
-            )?;
-            let hyps = tokenizer.decode_batch(&out)?;
-            record["bleu_greedy"] = serde_json::json!(self.bleu.corpus_score(&hyps)?.score);
-        }
-        record["seconds"] = serde_json::json!(start.elapsed().as_secs_f64());
-        Ok(record)
+        tokens += loss.tokens;
     }
+    let mut record = serde_json::json!({ "kind": kind, "step": step, "tokens": tokens });
+    for (name, v) in sums {
+        record[name] = serde_json::json!(v / tokens.max(1.0));
+    }
+    hook.finish_record(&mut record, false)?;
+    if eval_bleu {
+        let (max_positions, pad) = shape;
+        let out = translate_batched(
+            hook.model(),
+            &decode.nat(),
+            (max_positions, pad, valid.device),
+            &valid.sources,
+            decode.batch_sentences,
+        )?;
+        let hyps = tokenizer.decode_batch(&out)?;
+        record["bleu_greedy"] = serde_json::json!(valid.bleu.corpus_score(&hyps)?.score);
+    }
+    record["seconds"] = serde_json::json!(start.elapsed().as_secs_f64());
+    Ok(record)
 }
 
 /// `key value, …` of a metrics record (its numbers to 4 decimals), without
@@ -252,13 +262,7 @@ pub fn train<M: NatKind>(args: &TrainArgs) -> Result<PathBuf> {
     let mut config = NatRunConfigOf::<M>::load(args)?;
     let run = RunDir::create(&args.runs, "nat", &config.name)?;
     emvq_tensor::logging::init_logging(Some(&run.log_path()))?;
-    let keeper_probe = CheckpointKeeper::new(&run.checkpoint_dir(), 1)?;
-    if !keeper_probe.steps()?.is_empty() && !args.resume {
-        bail!(
-            "run {} already has checkpoints: pass --resume to continue it, or --name for a new run",
-            run.path().display()
-        );
-    }
+    refuse_overwrite(&run, args.resume)?;
     set_threads(config.threads);
     crate::teacher::reuse_freed_memory();
 
@@ -290,15 +294,14 @@ pub fn train<M: NatKind>(args: &TrainArgs) -> Result<PathBuf> {
         "model.vocab_size = {vocab_size} is smaller than the tokenizer's {vocab}"
     );
     config.model.validate_model()?;
-    if args.resume && run.config_path().is_file() {
-        let saved: NatRunConfigOf<M> = run.load_config()?;
-        ensure!(
-            saved.model == config.model && saved.data == config.data && saved.seed == config.seed,
-            "--resume: the model, data or seed of {} differ from the run's saved config {}",
-            args.config.display(),
-            run.config_path().display()
-        );
-    }
+    check_resumed_config(
+        &run,
+        args.resume,
+        &args.config,
+        |saved: &NatRunConfigOf<M>| {
+            saved.model == config.model && saved.data == config.data && saved.seed == config.seed
+        },
+    )?;
     run.save_config(&config)?;
     let device = config.device.resolve()?;
     tracing::info!(
@@ -316,23 +319,21 @@ pub fn train<M: NatKind>(args: &TrainArgs) -> Result<PathBuf> {
     let mut keeper = CheckpointKeeper::new(&run.checkpoint_dir(), config.train.keep_last)?;
     let mut position = DataPosition::default();
     let mut seconds_before = 0.0;
-    let resumed = match (args.resume, keeper.latest()?) {
-        (true, Some(path)) => {
-            let ckpt = load_training_checkpoint(&path, &vs, &mut opt)?;
-            position = serde_json::from_str(ckpt.meta(POSITION_KEY, &path)?)
-                .with_context(|| format!("{}: bad {POSITION_KEY}", path.display()))?;
-            seconds_before = parse_meta(&ckpt, SECONDS_KEY, &path)?;
-            tracing::info!(
-                "resumed from {} (step {}, {:.0} s trained)",
-                path.display(),
-                opt.step_count(),
-                seconds_before
-            );
-            true
-        }
-        _ => false,
+    let resumed = if args.resume {
+        resume_latest(&keeper, &vs, &mut opt)?
+    } else {
+        None
     };
-    if config.init_from_teacher && !resumed {
+    if let Some(r) = &resumed {
+        (position, seconds_before) = (r.position, r.seconds);
+        tracing::info!(
+            "resumed from {} (step {}, {:.0} s trained)",
+            r.path.display(),
+            opt.step_count(),
+            seconds_before
+        );
+    }
+    if config.init_from_teacher && resumed.is_none() {
         let weights = teacher_weights(&config.teacher)?;
         let copied = init_from_teacher(&vs, &Checkpoint::load(&weights)?)?;
         tracing::info!(
@@ -346,28 +347,7 @@ pub fn train<M: NatKind>(args: &TrainArgs) -> Result<PathBuf> {
         prepared.train.encoded.clone(),
         config.data.batch_config(true),
     )?;
-    let valid_batcher = Batcher::new(
-        prepared.valid.encoded.clone(),
-        config.data.batch_config(false),
-    )?;
-    let validation = Validation {
-        device,
-        batches: valid_batcher
-            .epoch(0)
-            .map(|b| batch_tensors(&b, device))
-            .collect(),
-        sources: prepared.valid.encoded.source.clone(),
-        bleu: Bleu::new(
-            BleuConfig::default(),
-            &[prepared
-                .valid
-                .encoded
-                .line_index
-                .iter()
-                .map(|&i| prepared.valid.raw.target[i].clone())
-                .collect::<Vec<_>>()],
-        )?,
-    };
+    let validation = ValidSet::new(&prepared, &config.data, device)?;
     let scoring = (
         &config.decode,
         config.train.eval_bleu,
@@ -386,26 +366,14 @@ pub fn train<M: NatKind>(args: &TrainArgs) -> Result<PathBuf> {
     );
 
     let schedule = config.schedule();
-    let config_text = toml::to_string(&config)?;
+    let writer = RunWriter {
+        vs: &vs,
+        config_text: toml::to_string(&config)?,
+    };
     let budget = config.train.max_minutes.map(|m| m * 60.0);
     let max_steps = config.train.max_steps;
     let bar = emvq_tensor::logging::progress_bar(max_steps.unwrap_or(0) as u64, M::BAR);
     bar.set_position(opt.step_count() as u64);
-    let save = |keeper: &mut CheckpointKeeper,
-                opt: &Adam,
-                val_loss: Option<f64>,
-                position: DataPosition,
-                seconds: f64|
-     -> Result<()> {
-        let meta = BTreeMap::from([
-            (POSITION_KEY.to_string(), serde_json::to_string(&position)?),
-            (SECONDS_KEY.to_string(), format!("{seconds:e}")),
-            (CONFIG_KEY.to_string(), config_text.clone()),
-        ]);
-        keeper.save(&vs, opt, val_loss, &meta)?;
-        Ok(())
-    };
-
     let start = Instant::now();
     let elapsed = |start: &Instant| seconds_before + start.elapsed().as_secs_f64();
     let mut stream = train_batcher.stream(position);
@@ -447,20 +415,7 @@ pub fn train<M: NatKind>(args: &TrainArgs) -> Result<PathBuf> {
 
         let seconds = elapsed(&start);
         let tok_per_s = window_tokens / window_start.elapsed().as_secs_f64().max(1e-9);
-        let remaining = match (max_steps, budget) {
-            (Some(m), b) => {
-                let rate = step as f64 / seconds.max(1e-9);
-                let by_steps = (m - step) as f64 / rate.max(1e-9);
-                b.map_or(by_steps, |b| by_steps.min(b - seconds))
-            }
-            (None, Some(b)) => b - seconds,
-            (None, None) => unreachable!("validated"),
-        };
-        if max_steps.is_none() {
-            let rate = step as f64 / seconds.max(1e-9);
-            bar.set_length(step as u64 + (remaining.max(0.0) * rate) as u64);
-        }
-        bar.set_position(step as u64);
+        let remaining = advance_bar(&bar, step, seconds, max_steps, budget);
         bar.set_message(format!(
             "loss {total:.3} | {tok_per_s:.0} tok/s | ETA {:.0} s",
             remaining.max(0.0)
@@ -482,7 +437,14 @@ pub fn train<M: NatKind>(args: &TrainArgs) -> Result<PathBuf> {
         }
         if step % config.train.eval_every == 0 {
             let record = bar.suspend(|| {
-                validation.run("valid", step, hook.as_mut(), &prepared.tokenizer, scoring)
+                validate(
+                    &validation,
+                    "valid",
+                    step,
+                    hook.as_mut(),
+                    &prepared.tokenizer,
+                    scoring,
+                )
             })?;
             log_valid(&run, &record)?;
             last_val = record["loss"].as_f64();
@@ -490,7 +452,7 @@ pub fn train<M: NatKind>(args: &TrainArgs) -> Result<PathBuf> {
         }
         if step % config.train.checkpoint_every == 0 {
             let val = if last_eval == step { last_val } else { None };
-            save(&mut keeper, &opt, val, position, elapsed(&start))?;
+            writer.save(&mut keeper, &opt, val, position, elapsed(&start))?;
             last_ckpt = step;
         }
     }
@@ -500,12 +462,19 @@ pub fn train<M: NatKind>(args: &TrainArgs) -> Result<PathBuf> {
         bail!("no training step was taken (the budget was already spent)");
     }
     if last_eval != step {
-        let record = validation.run("valid", step, hook.as_mut(), &prepared.tokenizer, scoring)?;
+        let record = validate(
+            &validation,
+            "valid",
+            step,
+            hook.as_mut(),
+            &prepared.tokenizer,
+            scoring,
+        )?;
         log_valid(&run, &record)?;
         last_val = record["loss"].as_f64();
     }
     if last_ckpt != step && keeper.latest()? != Some(keeper.step_path(step)) {
-        save(&mut keeper, &opt, last_val, position, elapsed(&start))?;
+        writer.save(&mut keeper, &opt, last_val, position, elapsed(&start))?;
     }
     tracing::info!(
         "trained {step} steps in {:.0} s; best validation loss {:?}",
@@ -515,22 +484,20 @@ pub fn train<M: NatKind>(args: &TrainArgs) -> Result<PathBuf> {
 
     // The final model: the average of the last N checkpoints (codebooks
     // and their EMA statistics included).
-    let paths = keeper.last_n(config.train.average_last)?;
-    let mut final_ckpt = average_checkpoints(&paths)?;
-    final_ckpt
-        .metadata
-        .insert(STEP_KEY.into(), step.to_string());
-    final_ckpt
-        .metadata
-        .insert(CONFIG_KEY.into(), config_text.clone());
     let model_path = run.path().join(MODEL_FILE);
-    final_ckpt.save(&model_path)?;
-    final_ckpt.restore_into(&vs, &model_path)?;
-    let record = validation.run("final", step, hook.as_mut(), &prepared.tokenizer, scoring)?;
+    let averaged = writer.write_final(&keeper, config.train.average_last, step, &model_path)?;
+    let record = validate(
+        &validation,
+        "final",
+        step,
+        hook.as_mut(),
+        &prepared.tokenizer,
+        scoring,
+    )?;
     log_valid(&run, &record)?;
     tracing::info!(
         "final model ({} checkpoints averaged) → {}",
-        paths.len(),
+        averaged,
         model_path.display()
     );
     Ok(run.path().to_path_buf())

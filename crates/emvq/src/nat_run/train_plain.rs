@@ -23,21 +23,7 @@ use crate::nat::TrainArgs;
 impl NatKind for PlainNatConfig {
     const BAR: &'static str = "train-nat (plain)";
 
-    fn vocab_size_mut(&mut self) -> &mut i64 {
-        &mut self.vocab_size
-    }
-
-    fn d_model(&self) -> i64 {
-        self.d_model
-    }
-
-    fn positions_and_pad(&self) -> (i64, i64) {
-        (self.max_positions, self.pad_id)
-    }
-
-    fn validate_model(&self) -> Result<()> {
-        Ok(self.validate()?)
-    }
+    train_loop::nat_kind_common_fields!();
 
     fn check_lengths(&self, data: &TranslationDataConfig) -> Result<()> {
         ensure!(

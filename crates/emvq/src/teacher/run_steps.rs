@@ -1,0 +1,200 @@
+//! Steps of a training run that the teacher's trainer (`crate::teacher`) and
+//! the NAT trainers (`crate::nat::train_loop`) share: refusing to overwrite a
+//! run without `--resume`, checking a resumed run's config, exact resume from
+//! the newest checkpoint, the validation set, step checkpoints with their
+//! metadata, the progress bar's time left, and the final model (the average
+//! of the last checkpoints).
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, ensure, Context, Result};
+use emvq_bleu::{Bleu, BleuConfig};
+use emvq_data::{Batcher, DataPosition, PreparedTranslation, TranslationDataConfig};
+use emvq_tensor::RunDir;
+use emvq_transformer::keeper::{parse_meta, Saved, STEP_KEY};
+use emvq_transformer::{average_checkpoints, load_training_checkpoint, Adam, CheckpointKeeper};
+use serde::de::DeserializeOwned;
+use tch::{nn::VarStore, Device, Tensor};
+
+use super::{batch_tensors, CONFIG_KEY, POSITION_KEY, SECONDS_KEY};
+
+/// Refuses to train into `run` when it holds step checkpoints and
+/// `--resume` was not given.
+pub(crate) fn refuse_overwrite(run: &RunDir, resume: bool) -> Result<()> {
+    let has_checkpoints = run.checkpoint_dir().is_dir()
+        && !CheckpointKeeper::new(&run.checkpoint_dir(), 1)?
+            .steps()?
+            .is_empty();
+    if has_checkpoints && !resume {
+        bail!(
+            "run {} already has checkpoints: pass --resume to continue it, or --name for a new run",
+            run.path().display()
+        );
+    }
+    Ok(())
+}
+
+/// With `resume`, refuses a config (read from `file`) that `same` finds to
+/// differ from the run's saved one in model, data or seed.
+pub(crate) fn check_resumed_config<C: DeserializeOwned>(
+    run: &RunDir,
+    resume: bool,
+    file: &Path,
+    same: impl FnOnce(&C) -> bool,
+) -> Result<()> {
+    if resume && run.config_path().is_file() {
+        let saved: C = run.load_config()?;
+        ensure!(
+            same(&saved),
+            "--resume: the model, data or seed of {} differ from the run's saved config {}",
+            file.display(),
+            run.config_path().display()
+        );
+    }
+    Ok(())
+}
+
+/// Where a resumed run goes on from.
+pub(crate) struct Resumed {
+    /// The checkpoint loaded.
+    pub path: PathBuf,
+    pub position: DataPosition,
+    /// Training time already spent.
+    pub seconds: f64,
+}
+
+/// Loads the newest checkpoint of `keeper` into `vs` and `opt` (model,
+/// Adam moments, step) with the data position and training time it saved;
+/// `None` when there is none.
+pub(crate) fn resume_latest(
+    keeper: &CheckpointKeeper,
+    vs: &VarStore,
+    opt: &mut Adam,
+) -> Result<Option<Resumed>> {
+    let Some(path) = keeper.latest()? else {
+        return Ok(None);
+    };
+    let ckpt = load_training_checkpoint(&path, vs, opt)?;
+    let position = serde_json::from_str(ckpt.meta(POSITION_KEY, &path)?)
+        .with_context(|| format!("{}: bad {POSITION_KEY}", path.display()))?;
+    let seconds = parse_meta(&ckpt, SECONDS_KEY, &path)?;
+    Ok(Some(Resumed {
+        path,
+        position,
+        seconds,
+    }))
+}
+
+/// The validation split as the trainers score it.
+pub(crate) struct ValidSet {
+    pub device: Device,
+    /// `(src, tgt)` `[batch, len]` each, on `device`.
+    pub batches: Vec<(Tensor, Tensor)>,
+    /// Source ids (ending in EOS), for BLEU.
+    pub sources: Vec<Vec<u32>>,
+    /// BLEU against the raw targets of `sources`.
+    pub bleu: Bleu,
+}
+
+impl ValidSet {
+    pub fn new(
+        prepared: &PreparedTranslation,
+        data: &TranslationDataConfig,
+        device: Device,
+    ) -> Result<Self> {
+        let valid = &prepared.valid;
+        let batcher = Batcher::new(valid.encoded.clone(), data.batch_config(false))?;
+        let references: Vec<String> = valid
+            .encoded
+            .line_index
+            .iter()
+            .map(|&i| valid.raw.target[i].clone())
+            .collect();
+        Ok(Self {
+            device,
+            batches: batcher
+                .epoch(0)
+                .map(|b| batch_tensors(&b, device))
+                .collect(),
+            sources: valid.encoded.source.clone(),
+            bleu: Bleu::new(BleuConfig::default(), &[references])?,
+        })
+    }
+}
+
+/// Writes a run's checkpoints: its variables, with its resolved config's
+/// text in the metadata.
+pub(crate) struct RunWriter<'a> {
+    pub vs: &'a VarStore,
+    pub config_text: String,
+}
+
+impl RunWriter<'_> {
+    /// A step checkpoint (model, Adam moments, step) with the data position
+    /// and the training time so far; `val_loss` ranks it for `best`.
+    pub fn save(
+        &self,
+        keeper: &mut CheckpointKeeper,
+        opt: &Adam,
+        val_loss: Option<f64>,
+        position: DataPosition,
+        seconds: f64,
+    ) -> Result<Saved> {
+        let meta = BTreeMap::from([
+            (POSITION_KEY.to_string(), serde_json::to_string(&position)?),
+            (SECONDS_KEY.to_string(), format!("{seconds:e}")),
+            (CONFIG_KEY.to_string(), self.config_text.clone()),
+        ]);
+        Ok(keeper.save(self.vs, opt, val_loss, &meta)?)
+    }
+
+    /// The final model at `step`: the average of the last `n` checkpoints of
+    /// `keeper` (with step and config) into `path`, then loaded into the
+    /// variables; returns how many were averaged.
+    pub fn write_final(
+        &self,
+        keeper: &CheckpointKeeper,
+        n: usize,
+        step: i64,
+        path: &Path,
+    ) -> Result<usize> {
+        let paths = keeper.last_n(n)?;
+        let mut final_ckpt = average_checkpoints(&paths)?;
+        final_ckpt
+            .metadata
+            .insert(STEP_KEY.into(), step.to_string());
+        final_ckpt
+            .metadata
+            .insert(CONFIG_KEY.into(), self.config_text.clone());
+        final_ckpt.save(path)?;
+        final_ckpt.restore_into(self.vs, path)?;
+        Ok(paths.len())
+    }
+}
+
+/// Moves `bar` to `step` after `seconds` of training and returns the
+/// seconds left: at the step rate so far to `max_steps`, capped by the time
+/// `budget`; without `max_steps` the bar's length follows the budget.
+pub(crate) fn advance_bar(
+    bar: &indicatif::ProgressBar,
+    step: i64,
+    seconds: f64,
+    max_steps: Option<i64>,
+    budget: Option<f64>,
+) -> f64 {
+    let rate = step as f64 / seconds.max(1e-9);
+    let remaining = match (max_steps, budget) {
+        (Some(m), b) => {
+            let by_steps = (m - step) as f64 / rate.max(1e-9);
+            b.map_or(by_steps, |b| by_steps.min(b - seconds))
+        }
+        (None, Some(b)) => b - seconds,
+        (None, None) => unreachable!("validated: max_steps or max_minutes is set"),
+    };
+    if max_steps.is_none() {
+        bar.set_length(step as u64 + (remaining.max(0.0) * rate) as u64);
+    }
+    bar.set_position(step as u64);
+    remaining
+}
