@@ -128,13 +128,15 @@ fn json(path: &Path) -> serde_json::Value {
     serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
 }
 
-#[test]
-fn nat_runs_eval_translate_and_bench_latency() {
+/// A data folder (train, val, test and a "distilled" train split for the
+/// plain NAT's `[data] train_dir`) and a work folder with `teacher.toml`,
+/// `em.toml`, `plain.toml` and the tiny teacher trained into
+/// `runs/teacher/tiny`.
+fn teacher_and_configs() -> (tempfile::TempDir, tempfile::TempDir) {
     let data = tempfile::tempdir().unwrap();
     write_split(data.path(), "train", &corpus(48, 0));
     write_split(data.path(), "val", &corpus(8, 100));
     write_split(data.path(), "test_2016_flickr", &corpus(6, 200));
-    // A "distilled" corpus for the plain NAT (`[data] train_dir`).
     std::fs::create_dir(data.path().join("distilled")).unwrap();
     write_split(&data.path().join("distilled"), "train", &corpus(48, 0));
     let work = tempfile::tempdir().unwrap();
@@ -146,16 +148,21 @@ fn nat_runs_eval_translate_and_bench_latency() {
     ] {
         std::fs::write(w.join(file), text).unwrap();
     }
-    ok(emvq(
-        w,
-        &[
-            "train-teacher",
-            "--config",
-            "teacher.toml",
-            "--runs",
-            "runs",
-        ],
-    ));
+    let teacher = [
+        "train-teacher",
+        "--config",
+        "teacher.toml",
+        "--runs",
+        "runs",
+    ];
+    ok(emvq(w, &teacher));
+    (data, work)
+}
+
+#[test]
+fn nat_runs_eval_translate_and_bench_latency() {
+    let (_data, work) = teacher_and_configs();
+    let w = work.path();
     ok(emvq(
         w,
         &["train-nat", "--config", "em.toml", "--runs", "runs"],
@@ -353,31 +360,8 @@ fn has(record: &serde_json::Value, key: &str) -> bool {
 
 #[test]
 fn both_nat_trainers_resume_exactly_and_keep_their_records() {
-    let data = tempfile::tempdir().unwrap();
-    write_split(data.path(), "train", &corpus(48, 0));
-    write_split(data.path(), "val", &corpus(8, 100));
-    write_split(data.path(), "test_2016_flickr", &corpus(6, 200));
-    std::fs::create_dir(data.path().join("distilled")).unwrap();
-    write_split(&data.path().join("distilled"), "train", &corpus(48, 0));
-    let work = tempfile::tempdir().unwrap();
+    let (_data, work) = teacher_and_configs();
     let w = work.path();
-    for (file, text) in [
-        ("teacher.toml", teacher_config(data.path())),
-        ("em.toml", latent_config(data.path())),
-        ("plain.toml", plain_config(data.path())),
-    ] {
-        std::fs::write(w.join(file), text).unwrap();
-    }
-    ok(emvq(
-        w,
-        &[
-            "train-teacher",
-            "--config",
-            "teacher.toml",
-            "--runs",
-            "runs",
-        ],
-    ));
     for (file, name) in [("em.toml", "em"), ("plain.toml", "plain")] {
         // Straight: 4 steps; interrupted: 2 steps, then --resume to 4.
         ok(emvq(

@@ -353,6 +353,12 @@ pub fn train<M: NatKind>(args: &TrainArgs) -> Result<PathBuf> {
         config.train.eval_bleu,
         config.model.positions_and_pad(),
     );
+    // A validation pass into metrics.jsonl and the log; its loss.
+    let valid_pass = |kind: &str, step: i64, hook: &mut dyn NatHook| -> Result<Option<f64>> {
+        let record = validate(&validation, kind, step, hook, &prepared.tokenizer, scoring)?;
+        log_valid(&run, &record)?;
+        Ok(record["loss"].as_f64())
+    };
     tracing::info!(
         "{} training pairs{} in {} batches of ≤ {} tokens per epoch",
         prepared.train.encoded.len(),
@@ -436,18 +442,7 @@ pub fn train<M: NatKind>(args: &TrainArgs) -> Result<PathBuf> {
             window_start = Instant::now();
         }
         if step % config.train.eval_every == 0 {
-            let record = bar.suspend(|| {
-                validate(
-                    &validation,
-                    "valid",
-                    step,
-                    hook.as_mut(),
-                    &prepared.tokenizer,
-                    scoring,
-                )
-            })?;
-            log_valid(&run, &record)?;
-            last_val = record["loss"].as_f64();
+            last_val = bar.suspend(|| valid_pass("valid", step, hook.as_mut()))?;
             last_eval = step;
         }
         if step % config.train.checkpoint_every == 0 {
@@ -462,16 +457,7 @@ pub fn train<M: NatKind>(args: &TrainArgs) -> Result<PathBuf> {
         bail!("no training step was taken (the budget was already spent)");
     }
     if last_eval != step {
-        let record = validate(
-            &validation,
-            "valid",
-            step,
-            hook.as_mut(),
-            &prepared.tokenizer,
-            scoring,
-        )?;
-        log_valid(&run, &record)?;
-        last_val = record["loss"].as_f64();
+        last_val = valid_pass("valid", step, hook.as_mut())?;
     }
     if last_ckpt != step && keeper.latest()? != Some(keeper.step_path(step)) {
         writer.save(&mut keeper, &opt, last_val, position, elapsed(&start))?;
@@ -486,15 +472,7 @@ pub fn train<M: NatKind>(args: &TrainArgs) -> Result<PathBuf> {
     // and their EMA statistics included).
     let model_path = run.path().join(MODEL_FILE);
     let averaged = writer.write_final(&keeper, config.train.average_last, step, &model_path)?;
-    let record = validate(
-        &validation,
-        "final",
-        step,
-        hook.as_mut(),
-        &prepared.tokenizer,
-        scoring,
-    )?;
-    log_valid(&run, &record)?;
+    valid_pass("final", step, hook.as_mut())?;
     tracing::info!(
         "final model ({} checkpoints averaged) → {}",
         averaged,
