@@ -36,7 +36,8 @@ use tch::{nn::VarStore, Device, Tensor};
 
 use crate::translate::translate_ids;
 use run_steps::{
-    advance_bar, check_resumed_config, refuse_overwrite, resume_latest, RunWriter, ValidSet,
+    advance_bar, check_resumed_config, check_train_limits, refuse_overwrite, resume_latest,
+    RunWriter, ValidSet,
 };
 
 /// The final model of a run, written when training ends.
@@ -135,25 +136,15 @@ impl TeacherConfig {
     pub fn validate(&self) -> Result<()> {
         self.data.validate()?;
         let t = &self.train;
-        ensure!(t.lr_scale > 0.0, "train.lr_scale must be positive");
-        ensure!(t.warmup_steps >= 1, "train.warmup_steps must be at least 1");
+        let periods = [t.log_every, t.eval_every, t.checkpoint_every];
+        check_train_limits(
+            t.lr_scale,
+            t.warmup_steps,
+            t.max_steps,
+            t.max_minutes,
+            periods,
+        )?;
         ensure!(t.accumulation >= 1, "train.accumulation must be at least 1");
-        ensure!(
-            t.max_steps.is_some() || t.max_minutes.is_some(),
-            "set train.max_steps or train.max_minutes (or both)"
-        );
-        ensure!(
-            t.max_steps.is_none_or(|s| s >= 1),
-            "train.max_steps must be at least 1"
-        );
-        ensure!(
-            t.max_minutes.is_none_or(|m| m > 0.0),
-            "train.max_minutes must be positive"
-        );
-        ensure!(
-            t.log_every >= 1 && t.eval_every >= 1 && t.checkpoint_every >= 1,
-            "train.log_every, eval_every and checkpoint_every must be at least 1"
-        );
         ensure!(
             t.keep_last >= 1 && t.average_last >= 1,
             "train.keep_last and average_last must be at least 1"

@@ -1,5 +1,6 @@
 //! Steps of a training run that the teacher's trainer (`crate::teacher`) and
-//! the NAT trainers (`crate::nat::train_loop`) share: refusing to overwrite a
+//! the NAT trainers (`crate::nat::train_loop`) share: the common `[train]`
+//! checks, refusing to overwrite a
 //! run without `--resume`, checking a resumed run's config, exact resume from
 //! the newest checkpoint, the validation set, step checkpoints with their
 //! metadata, the progress bar's time left, and the final model (the average
@@ -18,6 +19,37 @@ use serde::de::DeserializeOwned;
 use tch::{nn::VarStore, Device, Tensor};
 
 use super::{batch_tensors, CONFIG_KEY, POSITION_KEY, SECONDS_KEY};
+
+/// Checks of the `[train]` keys every trainer has: the learning-rate
+/// schedule, the stopping rule (`max_steps`, `max_minutes`: at least one)
+/// and the `log_every`, `eval_every`, `checkpoint_every` periods.
+pub(crate) fn check_train_limits(
+    lr_scale: f64,
+    warmup_steps: i64,
+    max_steps: Option<i64>,
+    max_minutes: Option<f64>,
+    [log_every, eval_every, checkpoint_every]: [i64; 3],
+) -> Result<()> {
+    ensure!(lr_scale > 0.0, "train.lr_scale must be positive");
+    ensure!(warmup_steps >= 1, "train.warmup_steps must be at least 1");
+    ensure!(
+        max_steps.is_some() || max_minutes.is_some(),
+        "set train.max_steps or train.max_minutes (or both)"
+    );
+    ensure!(
+        max_steps.is_none_or(|s| s >= 1),
+        "train.max_steps must be at least 1"
+    );
+    ensure!(
+        max_minutes.is_none_or(|m| m > 0.0),
+        "train.max_minutes must be positive"
+    );
+    ensure!(
+        log_every >= 1 && eval_every >= 1 && checkpoint_every >= 1,
+        "train.log_every, eval_every and checkpoint_every must be at least 1"
+    );
+    Ok(())
+}
 
 /// Refuses to train into `run` when it holds step checkpoints and
 /// `--resume` was not given.
