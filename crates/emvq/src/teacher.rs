@@ -36,8 +36,8 @@ use tch::{nn::VarStore, Device, Tensor};
 
 use crate::translate::translate_ids;
 use run_steps::{
-    advance_bar, check_resumed_config, check_train_limits, refuse_overwrite, resume_latest,
-    RunWriter, ValidSet,
+    adam_and_schedule, advance_bar, check_resumed_config, check_train_limits, refuse_overwrite,
+    resume_latest, RunWriter, ValidSet,
 };
 
 /// The final model of a run, written when training ends.
@@ -177,21 +177,11 @@ impl TeacherConfig {
         Ok(())
     }
 
-    fn adam(&self) -> AdamConfig {
-        AdamConfig {
-            beta1: self.train.adam_beta1,
-            beta2: self.train.adam_beta2,
-            eps: self.train.adam_eps,
-            weight_decay: 0.0,
-        }
-    }
-
-    fn schedule(&self) -> LrSchedule {
-        LrSchedule {
-            scale: self.train.lr_scale,
-            warmup_steps: self.train.warmup_steps,
-            d_model: self.model.d_model,
-        }
+    /// Adam and the learning-rate schedule of `[train]`.
+    fn adam_and_schedule(&self) -> (AdamConfig, LrSchedule) {
+        let t = &self.train;
+        let betas_eps = [t.adam_beta1, t.adam_beta2, t.adam_eps];
+        adam_and_schedule(betas_eps, t.lr_scale, t.warmup_steps, self.model.d_model)
     }
 
     /// Fills `model.vocab_size = 0` from the tokenizer and checks it covers it.
@@ -373,7 +363,8 @@ pub fn train(args: &TrainArgs) -> Result<PathBuf> {
     tch::manual_seed(config.seed as i64);
     let vs = VarStore::new(device);
     let model = Seq2Seq::new(vs.root(), &config.model)?;
-    let mut opt = Adam::new(&vs, &config.adam())?;
+    let (adam, schedule) = config.adam_and_schedule();
+    let mut opt = Adam::new(&vs, &adam)?;
     let params = emvq_tensor::params::count_parameters(&vs);
     tracing::info!("{} trainable parameters", params.trainable);
     let mut keeper = CheckpointKeeper::new(&run.checkpoint_dir(), config.train.keep_last)?;
@@ -418,7 +409,6 @@ pub fn train(args: &TrainArgs) -> Result<PathBuf> {
         clip_norm: config.train.clip_norm,
         seed: config.seed,
     };
-    let schedule = config.schedule();
     let writer = RunWriter {
         vs: &vs,
         config_text: toml::to_string(&config)?,

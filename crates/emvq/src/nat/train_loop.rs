@@ -31,8 +31,8 @@ use tch::{nn, nn::VarStore, Tensor};
 use super::{teacher_weights, NatDecodeSettings, NatRunConfigOf, TrainArgs};
 use crate::nat_run::translate_batched;
 use crate::teacher::run_steps::{
-    advance_bar, check_resumed_config, check_train_limits, refuse_overwrite, resume_latest,
-    RunWriter, ValidSet,
+    adam_and_schedule, advance_bar, check_resumed_config, check_train_limits, refuse_overwrite,
+    resume_latest, RunWriter, ValidSet,
 };
 use crate::teacher::{batch_tensors, set_threads, MODEL_FILE};
 
@@ -127,21 +127,11 @@ impl<M: NatKind> NatRunConfigOf<M> {
         model.check_lengths(&self.data)
     }
 
-    fn adam(&self) -> AdamConfig {
-        AdamConfig {
-            beta1: self.train.adam_beta1,
-            beta2: self.train.adam_beta2,
-            eps: self.train.adam_eps,
-            weight_decay: 0.0,
-        }
-    }
-
-    fn schedule(&self) -> LrSchedule {
-        LrSchedule {
-            scale: self.train.lr_scale,
-            warmup_steps: self.train.warmup_steps,
-            d_model: self.model.d_model(),
-        }
+    /// Adam and the learning-rate schedule of `[train]`.
+    fn adam_and_schedule(&self) -> (AdamConfig, LrSchedule) {
+        let t = &self.train;
+        let betas_eps = [t.adam_beta1, t.adam_beta2, t.adam_eps];
+        adam_and_schedule(betas_eps, t.lr_scale, t.warmup_steps, self.model.d_model())
     }
 
     /// Loads the config of `args`, applies the command-line overrides and
@@ -304,7 +294,8 @@ pub fn train<M: NatKind>(args: &TrainArgs) -> Result<PathBuf> {
     tch::manual_seed(config.seed as i64);
     let vs = VarStore::new(device);
     let mut hook = config.model.build(vs.root())?;
-    let mut opt = Adam::new(&vs, &config.adam())?;
+    let (adam, schedule) = config.adam_and_schedule();
+    let mut opt = Adam::new(&vs, &adam)?;
     let params = emvq_tensor::params::count_parameters(&vs);
     tracing::info!("{} trainable parameters", params.trainable);
     let mut keeper = CheckpointKeeper::new(&run.checkpoint_dir(), config.train.keep_last)?;
@@ -362,7 +353,6 @@ pub fn train<M: NatKind>(args: &TrainArgs) -> Result<PathBuf> {
         config.data.max_tokens
     );
 
-    let schedule = config.schedule();
     let writer = RunWriter {
         vs: &vs,
         config_text: toml::to_string(&config)?,

@@ -73,8 +73,8 @@ fn emvq_round(
     tch::manual_seed(config.seed as i64);
     let vs = VarStore::new(Device::Cpu);
     let model = Seq2Seq::new(vs.root(), &config.model)?;
-    let mut opt = Adam::new(&vs, &config.adam())?;
-    let schedule = config.schedule();
+    let (adam, schedule) = config.adam_and_schedule();
+    let mut opt = Adam::new(&vs, &adam)?;
     let step_cfg = StepConfig {
         label_smoothing: config.train.label_smoothing,
         clip_norm: config.train.clip_norm,

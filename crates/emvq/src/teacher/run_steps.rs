@@ -1,6 +1,6 @@
 //! Steps of a training run that the teacher's trainer (`crate::teacher`) and
 //! the NAT trainers (`crate::nat::train_loop`) share: the common `[train]`
-//! checks, refusing to overwrite a
+//! checks, Adam and the schedule, refusing to overwrite a
 //! run without `--resume`, checking a resumed run's config, exact resume from
 //! the newest checkpoint, the validation set, step checkpoints with their
 //! metadata, the progress bar's time left, and the final model (the average
@@ -14,7 +14,9 @@ use emvq_bleu::{Bleu, BleuConfig};
 use emvq_data::{Batcher, DataPosition, PreparedTranslation, TranslationDataConfig};
 use emvq_tensor::RunDir;
 use emvq_transformer::keeper::{parse_meta, Saved, STEP_KEY};
-use emvq_transformer::{average_checkpoints, load_training_checkpoint, Adam, CheckpointKeeper};
+use emvq_transformer::{
+    average_checkpoints, load_training_checkpoint, Adam, AdamConfig, CheckpointKeeper, LrSchedule,
+};
 use serde::de::DeserializeOwned;
 use tch::{nn::VarStore, Device, Tensor};
 
@@ -49,6 +51,29 @@ pub(crate) fn check_train_limits(
         "train.log_every, eval_every and checkpoint_every must be at least 1"
     );
     Ok(())
+}
+
+/// Adam without weight decay (`[train]` `adam_beta1`, `adam_beta2`,
+/// `adam_eps`) and the paper's learning-rate schedule (`lr_scale`,
+/// `warmup_steps`) for a model of width `d_model`.
+pub(crate) fn adam_and_schedule(
+    [beta1, beta2, eps]: [f64; 3],
+    lr_scale: f64,
+    warmup_steps: i64,
+    d_model: i64,
+) -> (AdamConfig, LrSchedule) {
+    let adam = AdamConfig {
+        beta1,
+        beta2,
+        eps,
+        weight_decay: 0.0,
+    };
+    let schedule = LrSchedule {
+        scale: lr_scale,
+        warmup_steps,
+        d_model,
+    };
+    (adam, schedule)
 }
 
 /// Refuses to train into `run` when it holds step checkpoints and
