@@ -34,6 +34,7 @@ use emvq_transformer::CheckpointKeeper;
 use serde::{Deserialize, Serialize};
 use tch::{nn::VarStore, Device, Tensor};
 
+use crate::teacher::run_steps::RunArgs;
 use crate::teacher::{set_threads, MODEL_FILE};
 use train_loop::{NatHook, NatKind};
 
@@ -194,21 +195,8 @@ impl NatHook for LatentHook {
 pub struct TrainArgs {
     #[arg(long, default_value = "configs/multi30k/nat_em.toml")]
     pub config: PathBuf,
-    /// Run name (default: the config's `name`).
-    #[arg(long)]
-    pub name: Option<String>,
-    /// Continue from the newest checkpoint of the run.
-    #[arg(long)]
-    pub resume: bool,
-    /// Device (overrides the config's `device`).
-    #[arg(long)]
-    pub device: Option<DeviceSpec>,
-    /// Override `train.max_steps`.
-    #[arg(long)]
-    pub max_steps: Option<i64>,
-    /// Override `train.max_minutes`.
-    #[arg(long)]
-    pub max_minutes: Option<f64>,
+    #[command(flatten)]
+    pub run: RunArgs,
     /// Override `data.train_dir` (e.g. another distilled corpus).
     #[arg(long)]
     pub train_dir: Option<PathBuf>,

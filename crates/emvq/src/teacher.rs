@@ -37,7 +37,7 @@ use tch::{nn::VarStore, Device, Tensor};
 use crate::translate::translate_ids;
 use run_steps::{
     adam_and_schedule, advance_bar, check_resumed_config, check_train_limits, refuse_overwrite,
-    resume_latest, RunWriter, ValidSet,
+    resume_latest, RunArgs, RunWriter, ValidSet,
 };
 
 /// The final model of a run, written when training ends.
@@ -205,21 +205,8 @@ impl TeacherConfig {
 pub struct TrainArgs {
     #[arg(long, default_value = "configs/multi30k/teacher.toml")]
     pub config: PathBuf,
-    /// Run name (default: the config's `name`).
-    #[arg(long)]
-    pub name: Option<String>,
-    /// Continue from the newest checkpoint of the run.
-    #[arg(long)]
-    pub resume: bool,
-    /// Device (overrides the config's `device`).
-    #[arg(long)]
-    pub device: Option<DeviceSpec>,
-    /// Override `train.max_steps`.
-    #[arg(long)]
-    pub max_steps: Option<i64>,
-    /// Override `train.max_minutes`.
-    #[arg(long)]
-    pub max_minutes: Option<f64>,
+    #[command(flatten)]
+    pub run: RunArgs,
     /// Folder holding the run directories.
     #[arg(long, default_value = "runs")]
     pub runs: PathBuf,
@@ -319,24 +306,15 @@ fn validate(
 /// Trains (or resumes) a teacher; returns the run directory.
 pub fn train(args: &TrainArgs) -> Result<PathBuf> {
     let mut config: TeacherConfig = load_toml(&args.config)?;
-    if let Some(name) = &args.name {
-        config.name = name.clone();
-    }
-    if let Some(device) = args.device {
-        config.device = device;
-    }
-    if let Some(steps) = args.max_steps {
-        config.train.max_steps = Some(steps);
-    }
-    if let Some(minutes) = args.max_minutes {
-        config.train.max_minutes = Some(minutes);
-    }
+    let t = &mut config.train;
+    let limits = (&mut t.max_steps, &mut t.max_minutes);
+    args.run.apply(&mut config.name, &mut config.device, limits);
     config
         .validate()
         .with_context(|| format!("config {}", args.config.display()))?;
     let run = RunDir::create(&args.runs, "teacher", &config.name)?;
     emvq_tensor::logging::init_logging(Some(&run.log_path()))?;
-    refuse_overwrite(&run, args.resume)?;
+    refuse_overwrite(&run, args.run.resume)?;
     set_threads(config.threads);
     reuse_freed_memory();
 
@@ -344,9 +322,14 @@ pub fn train(args: &TrainArgs) -> Result<PathBuf> {
     let data_dir = config.data.resolve_data_dir(&cwd)?;
     let prepared = prepare_translation(&config.data, &data_dir, Some(run.path()))?;
     config.resolve_vocab(&prepared.tokenizer)?;
-    check_resumed_config(&run, args.resume, &args.config, |saved: &TeacherConfig| {
-        saved.model == config.model && saved.data == config.data && saved.seed == config.seed
-    })?;
+    check_resumed_config(
+        &run,
+        args.run.resume,
+        &args.config,
+        |saved: &TeacherConfig| {
+            saved.model == config.model && saved.data == config.data && saved.seed == config.seed
+        },
+    )?;
     run.save_config(&config)?;
     let device = config.device.resolve()?;
     ensure!(
@@ -370,7 +353,7 @@ pub fn train(args: &TrainArgs) -> Result<PathBuf> {
     let mut keeper = CheckpointKeeper::new(&run.checkpoint_dir(), config.train.keep_last)?;
     let mut position = DataPosition::default();
     let mut seconds_before = 0.0;
-    if args.resume {
+    if args.run.resume {
         match resume_latest(&keeper, &vs, &mut opt)? {
             Some(resumed) => {
                 position = resumed.position;

@@ -138,18 +138,9 @@ impl<M: NatKind> NatRunConfigOf<M> {
     /// validates.
     fn load(args: &TrainArgs) -> Result<Self> {
         let mut config: Self = load_toml(&args.config)?;
-        if let Some(name) = &args.name {
-            config.name = name.clone();
-        }
-        if let Some(device) = args.device {
-            config.device = device;
-        }
-        if let Some(steps) = args.max_steps {
-            config.train.max_steps = Some(steps);
-        }
-        if let Some(minutes) = args.max_minutes {
-            config.train.max_minutes = Some(minutes);
-        }
+        let t = &mut config.train;
+        let limits = (&mut t.max_steps, &mut t.max_minutes);
+        args.run.apply(&mut config.name, &mut config.device, limits);
         if let Some(dir) = &args.train_dir {
             config.data.train_dir = Some(dir.clone());
         }
@@ -243,7 +234,7 @@ pub fn train<M: NatKind>(args: &TrainArgs) -> Result<PathBuf> {
     let mut config = NatRunConfigOf::<M>::load(args)?;
     let run = RunDir::create(&args.runs, "nat", &config.name)?;
     emvq_tensor::logging::init_logging(Some(&run.log_path()))?;
-    refuse_overwrite(&run, args.resume)?;
+    refuse_overwrite(&run, args.run.resume)?;
     set_threads(config.threads);
     crate::teacher::reuse_freed_memory();
 
@@ -277,7 +268,7 @@ pub fn train<M: NatKind>(args: &TrainArgs) -> Result<PathBuf> {
     config.model.validate_model()?;
     check_resumed_config(
         &run,
-        args.resume,
+        args.run.resume,
         &args.config,
         |saved: &NatRunConfigOf<M>| {
             saved.model == config.model && saved.data == config.data && saved.seed == config.seed
@@ -301,7 +292,7 @@ pub fn train<M: NatKind>(args: &TrainArgs) -> Result<PathBuf> {
     let mut keeper = CheckpointKeeper::new(&run.checkpoint_dir(), config.train.keep_last)?;
     let mut position = DataPosition::default();
     let mut seconds_before = 0.0;
-    let resumed = if args.resume {
+    let resumed = if args.run.resume {
         resume_latest(&keeper, &vs, &mut opt)?
     } else {
         None

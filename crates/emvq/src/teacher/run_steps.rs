@@ -1,5 +1,6 @@
 //! Steps of a training run that the teacher's trainer (`crate::teacher`) and
-//! the NAT trainers (`crate::nat::train_loop`) share: the common `[train]`
+//! the NAT trainers (`crate::nat::train_loop`) share: the common command-line
+//! options ([`RunArgs`]), the common `[train]`
 //! checks, Adam and the schedule, refusing to overwrite a
 //! run without `--resume`, checking a resumed run's config, exact resume from
 //! the newest checkpoint, the validation set, step checkpoints with their
@@ -12,7 +13,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{bail, ensure, Context, Result};
 use emvq_bleu::{Bleu, BleuConfig};
 use emvq_data::{Batcher, DataPosition, PreparedTranslation, TranslationDataConfig};
-use emvq_tensor::RunDir;
+use emvq_tensor::{DeviceSpec, RunDir};
 use emvq_transformer::keeper::{parse_meta, Saved, STEP_KEY};
 use emvq_transformer::{
     average_checkpoints, load_training_checkpoint, Adam, AdamConfig, CheckpointKeeper, LrSchedule,
@@ -21,6 +22,51 @@ use serde::de::DeserializeOwned;
 use tch::{nn::VarStore, Device, Tensor};
 
 use super::{batch_tensors, CONFIG_KEY, POSITION_KEY, SECONDS_KEY};
+
+/// The command-line options every trainer takes (flattened into its
+/// `TrainArgs` after `--config`).
+#[derive(Debug, clap::Args)]
+pub struct RunArgs {
+    /// Run name (default: the config's `name`).
+    #[arg(long)]
+    pub name: Option<String>,
+    /// Continue from the newest checkpoint of the run.
+    #[arg(long)]
+    pub resume: bool,
+    /// Device (overrides the config's `device`).
+    #[arg(long)]
+    pub device: Option<DeviceSpec>,
+    /// Override `train.max_steps`.
+    #[arg(long)]
+    pub max_steps: Option<i64>,
+    /// Override `train.max_minutes`.
+    #[arg(long)]
+    pub max_minutes: Option<f64>,
+}
+
+impl RunArgs {
+    /// Applies `--name`, `--device`, `--max-steps` and `--max-minutes` to a
+    /// config's `name`, `device` and `train.max_steps`, `train.max_minutes`.
+    pub fn apply(
+        &self,
+        name: &mut String,
+        device: &mut DeviceSpec,
+        (max_steps, max_minutes): (&mut Option<i64>, &mut Option<f64>),
+    ) {
+        if let Some(n) = &self.name {
+            name.clone_from(n);
+        }
+        if let Some(d) = self.device {
+            *device = d;
+        }
+        if self.max_steps.is_some() {
+            *max_steps = self.max_steps;
+        }
+        if self.max_minutes.is_some() {
+            *max_minutes = self.max_minutes;
+        }
+    }
+}
 
 /// Checks of the `[train]` keys every trainer has: the learning-rate
 /// schedule, the stopping rule (`max_steps`, `max_minutes`: at least one)
