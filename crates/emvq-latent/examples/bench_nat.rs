@@ -101,7 +101,7 @@ fn main() {
         ));
     }
     for k in [3, 4] {
-        let dec = Decompressor::new(&root / format!("decompress{k}"), D, k, 0.0, 1e-6);
+        let dec = Decompressor::new(&root / format!("decompress{k}"), D, k, true, 0.0, 1e-6);
         let z = Tensor::randn([1, len >> k, D], opts);
         cases.push((
             format!("decompress k={k}"),

@@ -10,6 +10,10 @@ use crate::length::{LengthConfig, LengthRule};
 use emvq_bottleneck::BottleneckConfig;
 use emvq_transformer::{Activation, TransformerConfig};
 
+fn one_block() -> i64 {
+    1
+}
+
 /// The latent Transformer NAT. Every key is required except those marked
 /// otherwise; unknown keys are errors.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -44,8 +48,13 @@ pub struct NatConfig {
     /// k: the compressor halves the target length k times (n → n/2^k latents).
     pub compress_steps: i64,
     /// Residual conv blocks of the compressor (each LayerNorm, 3 × [ReLU,
-    /// conv k=3, LayerNorm], residual add); each decompression step has one.
+    /// conv k=3, LayerNorm], residual add).
     pub residual_blocks: i64,
+    /// Residual conv blocks in each decompression step: 1 (T2T's
+    /// `decompress_step`, the default) or 0 (the step is only the 1×1
+    /// expansion; about 2 ms less per batch-1 decode on the project's CPU).
+    #[serde(default = "one_block")]
+    pub decompress_blocks: i64,
     /// Feeds the compressor's output straight to the decompressor (no codes,
     /// no latent predictor): an autoencoder check, not a translation model.
     #[serde(default)]
@@ -109,6 +118,9 @@ impl NatConfig {
         }
         if !(1..=8).contains(&self.compress_steps) {
             return bad(format!("compress_steps must be in 1..=8, got {}", self.compress_steps));
+        }
+        if !(0..=1).contains(&self.decompress_blocks) {
+            return bad(format!("decompress_blocks must be 0 or 1, got {}", self.decompress_blocks));
         }
         if self.residual_blocks < 1 {
             return bad(format!("residual_blocks must be ≥ 1, got {}", self.residual_blocks));

@@ -133,7 +133,14 @@ impl LatentNat {
                 cfg.bottleneck.slices,
                 cfg.bottleneck.codebook_size(),
             )?,
-            decompressor: Decompressor::new(&vs / "decompress", d, cfg.compress_steps, cfg.dropout, eps),
+            decompressor: Decompressor::new(
+                &vs / "decompress",
+                d,
+                cfg.compress_steps,
+                cfg.decompress_blocks > 0,
+                cfg.dropout,
+                eps,
+            ),
             decoder: Decoder::new(&vs / "decoder", &t.decoder())?,
             length: LengthPredictor::new(&vs / "length_predictor", d, &cfg.length)?,
             positions: sinusoidal_positions(cfg.max_positions, d, 0, vs.device()),
@@ -394,16 +401,26 @@ impl LatentNat {
     }
 
     fn decode_vectors(&self, z: &Tensor, enc: &EncoderOutput, lens: &[i64]) -> Result<Vec<Vec<i64>>> {
-        let n = z.size()[1] * self.cfg.block();
+        let l = z.size()[1];
+        let (block, n) = (self.cfg.block(), l * self.cfg.block());
         let visible = self.visible(lens);
-        let (mask, latents) = if visible.iter().all(|&v| v >= n) {
-            (Mask::None, None)
+        let mask = if visible.iter().all(|&v| v >= n) {
+            Mask::None
         } else {
-            let v = Tensor::from_slice(&visible).f_to_device(z.device())?;
-            (self.self_mask(Some(&v), n)?, Some(self.latent_count(&v)?))
+            self.self_mask(Some(&Tensor::from_slice(&visible).f_to_device(z.device())?), n)?
+        };
+        // Rows whose latents all count (always at batch 1) need no
+        // decompressor mask.
+        let latents = if visible.iter().all(|&v| (v + block - 1) / block >= l) {
+            None
+        } else {
+            let counts: Vec<i64> = visible.iter().map(|&v| (v + block - 1) / block).collect();
+            Some(Tensor::from_slice(&counts).f_to_device(z.device())?)
         };
         let h = self.decode_latents(z, latents.as_ref(), enc, &mask, None, false)?; // [b, n, d]
-        let ids = self.project(&h)?.f_argmax(-1, false)?; // [b, n]
+        // Only positions some row shows are projected onto the vocabulary.
+        let shown = visible.iter().copied().max().unwrap_or(n).min(n);
+        let ids = self.project(&h.f_narrow(1, 0, shown)?)?.f_argmax(-1, false)?; // [b, shown]
         let rows = Vec::<Vec<i64>>::try_from(ids)?;
         Ok(rows
             .into_iter()

@@ -41,6 +41,7 @@ fn tiny(rule: LengthRule, k: i64) -> NatConfig {
         eos_id: EOS,
         compress_steps: k,
         residual_blocks: 1,
+        decompress_blocks: 1,
         bypass_bottleneck: false,
         bottleneck: BottleneckConfig {
             kind: BottleneckKind::Vq,
@@ -82,7 +83,8 @@ fn compression_round_trip_restores_every_length_under_the_padding_rule() {
             let cfg = tiny(rule, k);
             let vs = VarStore::new(Device::Cpu);
             let c = Compressor::new(vs.root() / "c", 32, k, 1, 0.0, 1e-6);
-            let d = Decompressor::new(vs.root() / "d", 32, k, 0.0, 1e-6);
+            let d = Decompressor::new(vs.root() / "d", 32, k, true, 0.0, 1e-6);
+            let lean = Decompressor::new(vs.root() / "lean", 32, k, false, 0.0, 1e-6);
             for len in 1..=40i64 {
                 let src_len = (len + 1) / 2;
                 let n = cfg.train_length(len, src_len);
@@ -96,6 +98,7 @@ fn compression_round_trip_restores_every_length_under_the_padding_rule() {
                 let z = c.forward(&x, false).unwrap();
                 assert_eq!(z.size(), vec![2, n >> k, 32]);
                 assert_eq!(d.forward(&z, None, false).unwrap().size(), vec![2, n, 32], "k {k} len {len}");
+                assert_eq!(lean.forward(&z, None, false).unwrap().size(), vec![2, n, 32], "k {k} len {len}");
             }
             // With lengths, a short row decompresses as it would alone.
             let z = Tensor::randn([2, 5, 32], (Kind::Float, Device::Cpu));
