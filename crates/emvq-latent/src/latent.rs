@@ -411,10 +411,10 @@ impl LatentNat {
         };
         // Rows whose latents all count (always at batch 1) need no
         // decompressor mask.
-        let latents = if visible.iter().all(|&v| (v + block - 1) / block >= l) {
+        let counts: Vec<i64> = visible.iter().map(|&v| (v + block - 1) / block).collect();
+        let latents = if counts.iter().all(|&c| c >= l) {
             None
         } else {
-            let counts: Vec<i64> = visible.iter().map(|&v| (v + block - 1) / block).collect();
             Some(Tensor::from_slice(&counts).f_to_device(z.device())?)
         };
         let h = self.decode_latents(z, latents.as_ref(), enc, &mask, None, false)?; // [b, n, d]
