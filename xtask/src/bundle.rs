@@ -1,7 +1,8 @@
 //! `cargo xtask gpu-bundle`: a folder with the release `emvq` binary, the
-//! configs and `run.sh`, which points the binary at an existing torch 2.11.0
-//! (+cu130) installation, so the same binary runs on a GPU machine where
-//! nothing can be installed.
+//! configs, the scripts and `run.sh`, which points the binary at an existing
+//! torch 2.11.0 (+cu130) installation, so the same binary runs on a GPU
+//! machine where nothing can be installed. `--nat-inputs` adds what
+//! `scripts/gpu_nat_table.sh` trains from (teacher, distilled corpus, data).
 
 use std::fs;
 use std::path::Path;
@@ -48,13 +49,82 @@ pub fn gpu_bundle(out: &Path) -> Result<()> {
     fs::copy(project_root().join("target/release/emvq"), &binary)?;
     run(Command::new("strip").arg(&binary)).context("strip")?;
     copy_dir(&project_root().join("configs"), &out.join("configs"))?;
+    copy_dir(&project_root().join("scripts"), &out.join("scripts"))?;
     let script = out.join("run.sh");
     fs::write(&script, RUN_SH)?;
     run(Command::new("chmod").arg("+x").arg(&script))?;
     let size = dir_size(out)?;
-    eprintln!("gpu-bundle: {} ({:.1} MiB); on the GPU machine: {}/run.sh info --device cuda", out.display(), size as f64 / 1048576.0, out.display());
-    ensure!(size < LIMIT_BYTES, "the bundle is {size} bytes, over the 60 MiB limit");
+    eprintln!(
+        "gpu-bundle: {} ({:.1} MiB); on the GPU machine: {}/run.sh info --device cuda",
+        out.display(),
+        size as f64 / 1048576.0,
+        out.display()
+    );
+    ensure!(
+        size < LIMIT_BYTES,
+        "the bundle is {size} bytes, over the 60 MiB limit"
+    );
     Ok(())
+}
+
+/// Copies the CPU pipeline's outputs the GPU NATs start from, and the
+/// Multi30k data, into the bundle (paths as the configs name them).
+pub fn add_nat_inputs(out: &Path) -> Result<()> {
+    let root = project_root();
+    let teacher = root.join("runs/teacher/multi30k");
+    let distill = root.join("runs/distill/multi30k");
+    let data = emvq_data_dir(&root)?;
+    let copies: [(&Path, &[&str], &str); 3] = [
+        (
+            &teacher,
+            &["config.toml", "model.safetensors", "tokenizer.json"],
+            "runs/teacher/multi30k",
+        ),
+        (
+            &distill,
+            &["train.en", "train.de", "record.json", "settings.json"],
+            "runs/distill/multi30k",
+        ),
+        (&data, &[], "data/multi30k"),
+    ];
+    for (from, files, to) in copies {
+        let target = out.join(to);
+        fs::create_dir_all(&target)?;
+        if files.is_empty() {
+            copy_dir(from, &target)?;
+        }
+        for file in files {
+            let source = from.join(file);
+            ensure!(
+                source.is_file(),
+                "{} is missing: run `cargo xtask pipeline` first",
+                source.display()
+            );
+            fs::copy(&source, target.join(file))
+                .with_context(|| format!("copying {}", source.display()))?;
+        }
+    }
+    let size = dir_size(out)?;
+    eprintln!(
+        "gpu-bundle: with the NAT inputs {:.1} MiB",
+        size as f64 / 1048576.0
+    );
+    ensure!(
+        size < LIMIT_BYTES,
+        "the bundle is {size} bytes, over the 60 MiB limit"
+    );
+    Ok(())
+}
+
+/// The Multi30k folder: the project's `data/multi30k`, else `../shared/data/multi30k`.
+fn emvq_data_dir(root: &Path) -> Result<std::path::PathBuf> {
+    [
+        root.join("data/multi30k"),
+        root.join("../shared/data/multi30k"),
+    ]
+    .into_iter()
+    .find(|d| d.join("train.en.gz").is_file())
+    .context("no Multi30k data in data/multi30k or ../shared/data/multi30k")
 }
 
 fn copy_dir(from: &Path, to: &Path) -> Result<()> {
@@ -75,7 +145,11 @@ fn dir_size(dir: &Path) -> Result<u64> {
     let mut total = 0;
     for entry in fs::read_dir(dir)? {
         let entry = entry?;
-        total += if entry.file_type()?.is_dir() { dir_size(&entry.path())? } else { entry.metadata()?.len() };
+        total += if entry.file_type()?.is_dir() {
+            dir_size(&entry.path())?
+        } else {
+            entry.metadata()?.len()
+        };
     }
     Ok(total)
 }

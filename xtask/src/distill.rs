@@ -10,7 +10,13 @@ use anyhow::Result;
 /// Builds and runs `emvq distill --teacher TEACHER ARGS…`.
 pub fn distill(teacher: &Path, args: &[String]) -> Result<()> {
     crate::setup::ensure(None)?;
-    crate::run(crate::emvq().arg("distill").arg("--teacher").arg(teacher).args(args))
+    crate::run(
+        crate::emvq()
+            .arg("distill")
+            .arg("--teacher")
+            .arg(teacher)
+            .args(args),
+    )
 }
 
 #[cfg(test)]
@@ -19,7 +25,16 @@ mod tests {
 
     #[test]
     fn further_arguments_pass_through_to_emvq() {
-        let argv = ["xtask", "distill", "--teacher", "runs/teacher/t", "--beam", "2", "--out", "o"];
+        let argv = [
+            "xtask",
+            "distill",
+            "--teacher",
+            "runs/teacher/t",
+            "--beam",
+            "2",
+            "--out",
+            "o",
+        ];
         match crate::Cli::try_parse_from(argv).unwrap().task {
             crate::Task::Distill { teacher, args } => {
                 assert_eq!(teacher, std::path::Path::new("runs/teacher/t"));

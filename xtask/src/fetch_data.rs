@@ -247,7 +247,10 @@ mod tests {
         assert_eq!(sgm_segment(r#"<doc sysid="ref" docid="x">"#), None);
         assert_eq!(sgm_segment("<p>"), None);
         assert_eq!(clean("  A  text\twith  spaces "), "A text with spaces");
-        assert_eq!(clean("Tel\u{a0}Aviv  21 \u{2009}C"), "Tel\u{a0}Aviv 21 \u{2009}C");
+        assert_eq!(
+            clean("Tel\u{a0}Aviv  21 \u{2009}C"),
+            "Tel\u{a0}Aviv 21 \u{2009}C"
+        );
     }
 
     #[test]

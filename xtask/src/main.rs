@@ -145,6 +145,11 @@ enum Task {
     GpuBundle {
         #[arg(long, default_value = "dist/emvq-gpu")]
         out: PathBuf,
+        /// Also copy what scripts/gpu_nat_table.sh needs: the teacher run
+        /// (final model, config, tokenizer), the distilled corpus and the
+        /// Multi30k data.
+        #[arg(long)]
+        nat_inputs: bool,
     },
 }
 
@@ -174,7 +179,9 @@ fn main() -> Result<()> {
             setup::ensure(None)?;
             run(emvq().arg("info"))
         }
-        Task::FetchData { which, dest } => fetch_data::fetch_data(&which, &project_root().join(dest)),
+        Task::FetchData { which, dest } => {
+            fetch_data::fetch_data(&which, &project_root().join(dest))
+        }
         Task::BenchBleu => {
             setup::ensure_python_tool("sacrebleu", "sacrebleu==2.5.1")?;
             bench("emvq-bleu", "bench_bleu")
@@ -187,11 +194,19 @@ fn main() -> Result<()> {
         }
         Task::TrainTeacher { config, args } => {
             setup::ensure(None)?;
-            run(emvq().arg("train-teacher").arg("--config").arg(config).args(args))
+            run(emvq()
+                .arg("train-teacher")
+                .arg("--config")
+                .arg(config)
+                .args(args))
         }
         Task::TrainNat { config, args } => {
             setup::ensure(None)?;
-            run(emvq().arg("train-nat").arg("--config").arg(config).args(args))
+            run(emvq()
+                .arg("train-nat")
+                .arg("--config")
+                .arg(config)
+                .args(args))
         }
         Task::Distill { teacher, args } => distill::distill(&teacher, &args),
         Task::BenchTeacher { config, args } => {
@@ -212,15 +227,29 @@ fn main() -> Result<()> {
         }
         Task::TrainVqvae { config, args } => {
             setup::ensure(None)?;
-            run(emvq().arg("train-vqvae").arg("--config").arg(config).args(args))
+            run(emvq()
+                .arg("train-vqvae")
+                .arg("--config")
+                .arg(config)
+                .args(args))
         }
-        Task::PaperImages { vq, em, concurrent, args } => {
+        Task::PaperImages {
+            vq,
+            em,
+            concurrent,
+            args,
+        } => {
             setup::ensure(None)?;
             paper_images::paper_images(&vq, &em, concurrent, &args)
         }
-        Task::GpuBundle { out } => {
+        Task::GpuBundle { out, nat_inputs } => {
             setup::ensure(None)?;
-            bundle::gpu_bundle(&project_root().join(out))
+            let out = project_root().join(out);
+            bundle::gpu_bundle(&out)?;
+            if nat_inputs {
+                bundle::add_nat_inputs(&out)?;
+            }
+            Ok(())
         }
     }
 }
@@ -229,14 +258,24 @@ fn main() -> Result<()> {
 fn bench(package: &str, example: &str) -> Result<()> {
     let tools = setup::python_tools_dir();
     run(cargo()
-        .args(["run", "--release", "--package", package, "--example", example])
+        .args([
+            "run",
+            "--release",
+            "--package",
+            package,
+            "--example",
+            example,
+        ])
         .env("EMVQ_PYTOOLS", &tools)
         .env("PYTHONPATH", &tools))
 }
 
 /// The workspace root (xtask lives one folder below it).
 pub fn project_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("xtask is inside the workspace").to_path_buf()
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("xtask is inside the workspace")
+        .to_path_buf()
 }
 
 /// `cargo` run from the workspace root with LIBTORCH pointing at the local
@@ -244,7 +283,8 @@ pub fn project_root() -> PathBuf {
 pub fn cargo() -> Command {
     let mut cmd = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
     cmd.current_dir(project_root());
-    if std::env::var_os("LIBTORCH_USE_PYTORCH").is_none() && std::env::var_os("LIBTORCH").is_none() {
+    if std::env::var_os("LIBTORCH_USE_PYTORCH").is_none() && std::env::var_os("LIBTORCH").is_none()
+    {
         cmd.env("LIBTORCH", setup::local_libtorch());
     }
     cmd
@@ -259,7 +299,9 @@ pub fn emvq() -> Command {
 
 /// Runs a command, failing with its command line when it fails.
 pub fn run(cmd: &mut Command) -> Result<()> {
-    let status = cmd.status().with_context(|| format!("cannot start {cmd:?}"))?;
+    let status = cmd
+        .status()
+        .with_context(|| format!("cannot start {cmd:?}"))?;
     if !status.success() {
         bail!("{cmd:?} failed with {status}");
     }
@@ -282,6 +324,9 @@ mod tests {
             .and_then(|l| l.split('#').next())
             .map(str::trim)
             .expect("README.md names its test command");
-        assert!(ci.lines().any(|l| l.trim() == test_command), ".ci/run does not run `{test_command}`");
+        assert!(
+            ci.lines().any(|l| l.trim() == test_command),
+            ".ci/run does not run `{test_command}`"
+        );
     }
 }

@@ -20,7 +20,11 @@ use anyhow::{bail, Context, Result};
 use crate::{project_root, run};
 
 pub const TORCH_VERSION: &str = "2.11.0";
-const CPU_SET: &[&str] = &["torch==2.11.0", "nvidia-cuda-runtime==13.0.96", "nvidia-cuda-cupti==13.0.85"];
+const CPU_SET: &[&str] = &[
+    "torch==2.11.0",
+    "nvidia-cuda-runtime==13.0.96",
+    "nvidia-cuda-cupti==13.0.85",
+];
 
 /// Which packages to install.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -66,7 +70,8 @@ fn user_libtorch() -> Option<String> {
     // command, xtask included; only another value is the user's own.
     let value = std::env::var_os("LIBTORCH")?;
     let theirs = PathBuf::from(&value);
-    let same = fs::canonicalize(&theirs).ok() == fs::canonicalize(local_libtorch()).ok() || theirs == local_libtorch();
+    let same = fs::canonicalize(&theirs).ok() == fs::canonicalize(local_libtorch()).ok()
+        || theirs == local_libtorch();
     (!same).then(|| format!("LIBTORCH={}", theirs.display()))
 }
 
@@ -77,7 +82,11 @@ pub fn ensure(want: Option<Set>) -> Result<()> {
         eprintln!("setup: using {theirs}");
         return Ok(());
     }
-    let want = want.unwrap_or(if nvidia_driver_present() { Set::Full } else { Set::Cpu });
+    let want = want.unwrap_or(if nvidia_driver_present() {
+        Set::Full
+    } else {
+        Set::Cpu
+    });
     let dir = local_python_dir();
     let installed = fs::read_to_string(marker(&dir)).unwrap_or_default();
     let have = match installed.trim() {
@@ -97,23 +106,40 @@ fn install(set: Set, dir: &Path) -> Result<()> {
     if partial.exists() {
         fs::remove_dir_all(&partial).with_context(|| format!("removing {}", partial.display()))?;
     }
-    eprintln!("setup: installing LibTorch {TORCH_VERSION} ({} set) into {} ...", set.name(), dir.display());
+    eprintln!(
+        "setup: installing LibTorch {TORCH_VERSION} ({} set) into {} ...",
+        set.name(),
+        dir.display()
+    );
     let mut pip = Command::new(python());
-    pip.args(["-m", "pip", "install", "--disable-pip-version-check", "--no-warn-script-location", "--quiet"]);
+    pip.args([
+        "-m",
+        "pip",
+        "install",
+        "--disable-pip-version-check",
+        "--no-warn-script-location",
+        "--quiet",
+    ]);
     pip.arg("--target").arg(&partial);
     match set {
         Set::Cpu => pip.arg("--no-deps").args(CPU_SET),
         Set::Full => pip.arg(format!("torch=={TORCH_VERSION}")),
     };
-    run(&mut pip).context("pip could not install torch; set-up needs Python 3 with pip and access to PyPI")?;
+    run(&mut pip).context(
+        "pip could not install torch; set-up needs Python 3 with pip and access to PyPI",
+    )?;
     if !partial.join("torch/lib/libtorch_cpu.so").is_file() {
-        bail!("pip finished but {} has no torch/lib/libtorch_cpu.so", partial.display());
+        bail!(
+            "pip finished but {} has no torch/lib/libtorch_cpu.so",
+            partial.display()
+        );
     }
     fs::write(marker(&partial), set.name())?;
     if dir.exists() {
         fs::remove_dir_all(dir).with_context(|| format!("removing the old {}", dir.display()))?;
     }
-    fs::rename(&partial, dir).with_context(|| format!("moving {} into place", partial.display()))?;
+    fs::rename(&partial, dir)
+        .with_context(|| format!("moving {} into place", partial.display()))?;
     eprintln!("setup: LibTorch ready at {}", local_libtorch().display());
     Ok(())
 }
@@ -141,9 +167,19 @@ pub fn ensure_python_tool(module: &str, requirement: &str) -> Result<()> {
     if probe.status.success() {
         return Ok(());
     }
-    eprintln!("setup: installing {requirement} into {} for the benchmarks ...", dir.display());
+    eprintln!(
+        "setup: installing {requirement} into {} for the benchmarks ...",
+        dir.display()
+    );
     let mut pip = Command::new(python());
-    pip.args(["-m", "pip", "install", "--disable-pip-version-check", "--no-warn-script-location", "--quiet"]);
+    pip.args([
+        "-m",
+        "pip",
+        "install",
+        "--disable-pip-version-check",
+        "--no-warn-script-location",
+        "--quiet",
+    ]);
     pip.arg("--target").arg(&dir).arg(requirement);
     run(&mut pip)
 }
