@@ -60,7 +60,10 @@ fn time_all(rounds: usize, cases: &mut [Case<'_>]) -> Vec<f64> {
 }
 
 fn main() {
-    let args: Vec<i64> = std::env::args().skip(1).map(|a| a.parse().expect("integer")).collect();
+    let args: Vec<i64> = std::env::args()
+        .skip(1)
+        .map(|a| a.parse().expect("integer"))
+        .collect();
     let len = args.first().copied().unwrap_or(16); // target positions (a multiple of 16)
     let rounds = args.get(1).copied().unwrap_or(200) as usize;
     tch::set_num_threads(1);
@@ -77,7 +80,9 @@ fn main() {
     let memory = encoder.forward(&src, &Mask::None, false).unwrap();
     let x = Tensor::randn([1, len, D], opts);
 
-    let h = decoder.forward(&x, &Mask::None, &memory, &Mask::None, false).unwrap();
+    let h = decoder
+        .forward(&x, &Mask::None, &memory, &Mask::None, false)
+        .unwrap();
     let one = h.narrow(1, 0, 1);
     let mut cases: Vec<Case<'_>> = Vec::new();
     cases.push((
@@ -110,7 +115,13 @@ fn main() {
     }
     cases.push((
         "decoder pass (3 layers, non-causal)".into(),
-        Box::new(|| drop(decoder.forward(&x, &Mask::None, &memory, &Mask::None, false).unwrap())),
+        Box::new(|| {
+            drop(
+                decoder
+                    .forward(&x, &Mask::None, &memory, &Mask::None, false)
+                    .unwrap(),
+            )
+        }),
     ));
     cases.push((
         "output projection + argmax".into(),

@@ -39,7 +39,12 @@ pub struct NatDecode {
 
 impl Default for NatDecode {
     fn default() -> Self {
-        Self { latent_beam: 1, temperature: 1.0, seed: 0, soft_latents: false }
+        Self {
+            latent_beam: 1,
+            temperature: 1.0,
+            seed: 0,
+            soft_latents: false,
+        }
     }
 }
 

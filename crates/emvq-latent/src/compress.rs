@@ -16,7 +16,14 @@ use crate::error::{LatentError, Result};
 use emvq_tensor::mask::length_mask;
 
 fn layer_norm(vs: nn::Path, d: i64, eps: f64) -> nn::LayerNorm {
-    nn::layer_norm(vs, vec![d], nn::LayerNormConfig { eps, ..Default::default() })
+    nn::layer_norm(
+        vs,
+        vec![d],
+        nn::LayerNormConfig {
+            eps,
+            ..Default::default()
+        },
+    )
 }
 
 /// Conv over the length of `x` `[b, len, d]` → `[b, len', d']`.
@@ -52,14 +59,24 @@ pub struct ResidualBlock {
 
 impl ResidualBlock {
     pub fn new(vs: nn::Path, d: i64, dropout: f64, eps: f64) -> Self {
-        let cfg = nn::ConvConfig { padding: 1, ..Default::default() };
+        let cfg = nn::ConvConfig {
+            padding: 1,
+            ..Default::default()
+        };
         let convs = (0..3)
             .map(|j| {
                 let p = &vs / "convs" / j;
-                (nn::conv1d(&p / "conv", d, d, 3, cfg), layer_norm(&p / "norm", d, eps))
+                (
+                    nn::conv1d(&p / "conv", d, d, 3, cfg),
+                    layer_norm(&p / "norm", d, eps),
+                )
             })
             .collect();
-        Self { norm: layer_norm(&vs / "norm", d, eps), convs, dropout }
+        Self {
+            norm: layer_norm(&vs / "norm", d, eps),
+            convs,
+            dropout,
+        }
     }
 
     /// `[b, len, d]` → `[b, len, d]`. `keep` `[b, len, 1]` (1.0 on real
@@ -88,7 +105,10 @@ pub struct Compressor {
 
 impl Compressor {
     pub fn new(vs: nn::Path, d: i64, steps: i64, blocks: i64, dropout: f64, eps: f64) -> Self {
-        let cfg = nn::ConvConfig { stride: 2, ..Default::default() };
+        let cfg = nn::ConvConfig {
+            stride: 2,
+            ..Default::default()
+        };
         Self {
             blocks: (0..blocks)
                 .map(|i| ResidualBlock::new(&vs / "blocks" / i, d, dropout, eps))
@@ -96,7 +116,10 @@ impl Compressor {
             strided: (0..steps)
                 .map(|i| {
                     let p = &vs / "strided" / i;
-                    (nn::conv1d(&p / "conv", d, d, 2, cfg), layer_norm(&p / "norm", d, eps))
+                    (
+                        nn::conv1d(&p / "conv", d, d, 2, cfg),
+                        layer_norm(&p / "norm", d, eps),
+                    )
                 })
                 .collect(),
         }
@@ -133,7 +156,14 @@ pub struct Decompressor {
 
 impl Decompressor {
     /// `with_blocks`: a residual block before each step's expansion (T2T).
-    pub fn new(vs: nn::Path, d: i64, steps: i64, with_blocks: bool, dropout: f64, eps: f64) -> Self {
+    pub fn new(
+        vs: nn::Path,
+        d: i64,
+        steps: i64,
+        with_blocks: bool,
+        dropout: f64,
+        eps: f64,
+    ) -> Self {
         Self {
             steps: (0..steps)
                 .map(|i| {
@@ -189,7 +219,10 @@ mod tests {
     fn conv3_same_equals_conv1d_with_padding_one() {
         tch::manual_seed(3);
         let vs = VarStore::new(Device::Cpu);
-        let cfg = nn::ConvConfig { padding: 1, ..Default::default() };
+        let cfg = nn::ConvConfig {
+            padding: 1,
+            ..Default::default()
+        };
         let conv = nn::conv1d(vs.root() / "conv", 6, 5, 3, cfg);
         for len in [1, 2, 3, 8] {
             let x = Tensor::randn([2, len, 6], (Kind::Float, Device::Cpu)); // [b, len, d]

@@ -55,6 +55,12 @@ pub struct NatConfig {
     /// expansion; about 2 ms less per batch-1 decode on the project's CPU).
     #[serde(default = "one_block")]
     pub decompress_blocks: i64,
+    /// Adds the uniform copy of the encoder's output (the plain NAT's decoder
+    /// input, spread over the target length) to the decompressed latents
+    /// (beyond the paper): the latents refine a source-copy input instead of
+    /// being the decoder's only view of the target side.
+    #[serde(default)]
+    pub source_copy: bool,
     /// Feeds the compressor's output straight to the decompressor (no codes,
     /// no latent predictor): an autoencoder check, not a translation model.
     #[serde(default)]
@@ -114,16 +120,28 @@ impl NatConfig {
         let bad = |m: String| Err(LatentError::Config(m));
         self.transformer().validate()?;
         if self.predictor_layers <= 0 {
-            return bad(format!("predictor_layers must be ≥ 1, got {}", self.predictor_layers));
+            return bad(format!(
+                "predictor_layers must be ≥ 1, got {}",
+                self.predictor_layers
+            ));
         }
         if !(1..=8).contains(&self.compress_steps) {
-            return bad(format!("compress_steps must be in 1..=8, got {}", self.compress_steps));
+            return bad(format!(
+                "compress_steps must be in 1..=8, got {}",
+                self.compress_steps
+            ));
         }
         if !(0..=1).contains(&self.decompress_blocks) {
-            return bad(format!("decompress_blocks must be 0 or 1, got {}", self.decompress_blocks));
+            return bad(format!(
+                "decompress_blocks must be 0 or 1, got {}",
+                self.decompress_blocks
+            ));
         }
         if self.residual_blocks < 1 {
-            return bad(format!("residual_blocks must be ≥ 1, got {}", self.residual_blocks));
+            return bad(format!(
+                "residual_blocks must be ≥ 1, got {}",
+                self.residual_blocks
+            ));
         }
         if self.max_positions % self.block() != 0 {
             return bad(format!(
@@ -219,7 +237,10 @@ mod tests {
         assert!((s.latent_mix(12_500) - (0.01 + 0.99 * 0.25)).abs() < 1e-12);
         assert_eq!(s.latent_mix(50_000), 1.0);
         assert_eq!(s.latent_mix(80_000), 1.0);
-        let off = ScheduleConfig { mix_gold: false, ..s };
+        let off = ScheduleConfig {
+            mix_gold: false,
+            ..s
+        };
         assert_eq!(off.latent_mix(0), 1.0);
         assert!(!off.latent_loss_on(49_999) && off.latent_loss_on(50_000));
     }

@@ -192,7 +192,11 @@ impl LatentNat {
         if n == len {
             return Ok(tokens.shallow_clone());
         }
-        let pad = Tensor::f_full([b, n - len], self.cfg.pad_id, (Kind::Int64, tokens.device()))?;
+        let pad = Tensor::f_full(
+            [b, n - len],
+            self.cfg.pad_id,
+            (Kind::Int64, tokens.device()),
+        )?;
         Ok(Tensor::f_cat(&[tokens, &pad], 1)?)
     }
 
@@ -205,14 +209,37 @@ impl LatentNat {
         }
     }
 
+    /// The encoder's output `[b, s, d]` copied uniformly onto each row's
+    /// `tgt_lens[i]` positions of `n` ([`crate::plain::uniform_copy_index`]; positions
+    /// past the length repeat the last source token) → `[b, n, d]`.
+    fn source_copy(&self, enc: &EncoderOutput, tgt_lens: &Tensor, n: i64) -> Result<Tensor> {
+        let (b, _, d) = enc.memory.size3()?;
+        let s = enc
+            .src_pad
+            .f_logical_not()?
+            .f_sum_dim_intlist(1, true, Kind::Int64)?
+            .f_clamp_min(1)?; // [b, 1]
+        let t = tgt_lens.f_clamp_min(1)?.f_unsqueeze(1)?; // [b, 1]
+        let i = Tensor::f_arange(n, (Kind::Int64, enc.memory.device()))?.f_unsqueeze(0)?; // [1, n]
+        let index = i
+            .f_mul(&s)?
+            .f_div_tensor_mode(&t, "floor")?
+            .f_minimum(&s.f_sub_scalar(1)?)?; // [b, n]
+        let index = index.f_unsqueeze(2)?.f_expand([b, n, d], false)?; // [b, n, d]
+        Ok(enc.memory.f_gather(1, &index, false)?)
+    }
+
     /// Latent vectors `[b, L, d]` (each row's first `latents[i]` real;
-    /// `None`: all) → decoder states `[b, 2^k·L, d]`; in training, per
-    /// position the gold embedding `gold` `[b, n, d]` replaces the
-    /// decompressed latent with probability 1 − `p`.
+    /// `None`: all) → decoder states `[b, 2^k·L, d]`; `copy_lens` `[b]`
+    /// are the lengths the source copy spreads over (`source_copy` only);
+    /// in training, per position the gold embedding `gold` `[b, n, d]`
+    /// replaces the decoder input with probability 1 − `p`.
+    #[allow(clippy::too_many_arguments)]
     fn decode_latents(
         &self,
         z: &Tensor,
         latents: Option<&Tensor>,
+        copy_lens: &Tensor,
         enc: &EncoderOutput,
         self_mask: &Mask,
         gold: Option<(&Tensor, f64)>,
@@ -227,14 +254,20 @@ impl LatentNat {
             )));
         }
         let pos = self.positions.f_narrow(0, 0, n)?; // [n, d]
-        let mut x = dz.f_add(&pos)?.f_dropout(self.cfg.dropout, train)?; // [b, n, d]
+        let mut x = dz.f_add(&pos)?; // [b, n, d]
+        if self.cfg.source_copy {
+            x = x.f_add(&self.source_copy(enc, copy_lens, n)?)?;
+        }
+        let mut x = x.f_dropout(self.cfg.dropout, train)?; // [b, n, d]
         if let Some((y, p)) = gold {
             if p < 1.0 {
                 let latent = Tensor::f_rand([b, n, 1], (Kind::Float, x.device()))?.f_lt(p)?;
                 x = x.f_where_self(&latent, y)?;
             }
         }
-        Ok(self.decoder.forward(&x, self_mask, &enc.memory, &enc.memory_mask()?, train)?)
+        Ok(self
+            .decoder
+            .forward(&x, self_mask, &enc.memory, &enc.memory_mask()?, train)?)
     }
 
     /// Loss of a batch and its codes (for codebook statistics; `None` when
@@ -267,17 +300,29 @@ impl LatentNat {
         } else {
             let out = self.bottleneck.forward(&h, train)?;
             let loss = out.loss();
-            let codes = LatentCodes { codes: out.codes, soft_targets: out.soft_targets };
+            let codes = LatentCodes {
+                codes: out.codes,
+                soft_targets: out.soft_targets,
+            };
             (out.quantized, loss, out.commitment_loss, Some(codes))
         };
         let (visible, latents) = match cfg.length.rule {
             LengthRule::T2t => (None, None),
             _ => (Some(&tgt_lens), Some(self.latent_count(&tgt_lens)?)),
         };
-        let p = if train { cfg.schedule.latent_mix(step) } else { 1.0 };
+        let p = if train {
+            cfg.schedule.latent_mix(step)
+        } else {
+            1.0
+        };
+        let copy_lens = match visible {
+            Some(v) => v.shallow_clone(),
+            None => tgt_lens.f_full_like(n)?,
+        };
         let hidden = self.decode_latents(
             &z,
             latents.as_ref(),
+            &copy_lens,
             &enc,
             &self.self_mask(visible, n)?,
             Some((&y, p)),
@@ -285,8 +330,14 @@ impl LatentNat {
         )?; // [b, n, d]
 
         // Token loss over the real target positions only.
-        let keep = tgt_p.f_ne(cfg.pad_id)?.f_flatten(0, -1)?.f_nonzero()?.f_squeeze_dim(1)?; // [m]
-        let h = hidden.f_reshape([-1, cfg.d_model])?.f_index_select(0, &keep)?; // [m, d]
+        let keep = tgt_p
+            .f_ne(cfg.pad_id)?
+            .f_flatten(0, -1)?
+            .f_nonzero()?
+            .f_squeeze_dim(1)?; // [m]
+        let h = hidden
+            .f_reshape([-1, cfg.d_model])?
+            .f_index_select(0, &keep)?; // [m, d]
         let target = tgt_p.f_flatten(0, -1)?.f_index_select(0, &keep)?; // [m]
         let tok = label_smoothed_cross_entropy(
             &self.project(&h)?,
@@ -303,7 +354,9 @@ impl LatentNat {
             Some(c) if latent_on || !train => Some(self.latent_loss(c, &enc, &tgt_lens, n, train)?),
             _ => None,
         };
-        let length_ce = self.length.loss(&enc.memory, &enc.src_pad, &src_lens, &tgt_lens)?;
+        let length_ce = self
+            .length
+            .loss(&enc.memory, &enc.src_pad, &src_lens, &tgt_lens)?;
 
         let mut total = token_loss.f_add(&bottleneck_loss)?.f_add(&length_ce)?;
         if let (Some(l), true) = (&latent_ce, latent_on) {
@@ -319,7 +372,14 @@ impl LatentNat {
         if let Some(l) = &latent_ce {
             metrics.push(("latent_ce", l.double_value(&[])));
         }
-        Ok((NatLoss { total, tokens, metrics }, codes))
+        Ok((
+            NatLoss {
+                total,
+                tokens,
+                metrics,
+            },
+            codes,
+        ))
     }
 
     /// Cross-entropy of the latent predictor against the codes' targets
@@ -335,7 +395,9 @@ impl LatentNat {
     ) -> Result<Tensor> {
         let k = self.bottleneck.codebook_size();
         let emb = self.bottleneck.embed_codes(&codes.codes)?.f_detach()?; // [b, L, d]
-        let logits = self.predictor.forward(&emb, &enc.memory, &enc.memory_mask()?, train)?; // [b, L, n_c, K]
+        let logits = self
+            .predictor
+            .forward(&emb, &enc.memory, &enc.memory_mask()?, train)?; // [b, L, n_c, K]
         let lp = logits.f_log_softmax(-1, Kind::Float)?;
         let target = match (&codes.soft_targets, self.cfg.bottleneck.kind) {
             (Some(r), BottleneckKind::Em) => r.f_detach()?,
@@ -353,19 +415,26 @@ impl LatentNat {
                 .f_logical_not()?
                 .f_to_kind(Kind::Float)?,
         }; // [b, L]
-        Ok(ce.f_mul(&real)?.f_sum(Kind::Float)?.f_div(&real.f_sum(Kind::Float)?.f_clamp_min(1.0)?)?)
+        Ok(ce
+            .f_mul(&real)?
+            .f_sum(Kind::Float)?
+            .f_div(&real.f_sum(Kind::Float)?.f_clamp_min(1.0)?)?)
     }
 
     /// ⌈len/2^k⌉: the latents that cover `lens` `[b]` positions.
     fn latent_count(&self, lens: &Tensor) -> Result<Tensor> {
         let block = self.cfg.block();
-        Ok(lens.f_add_scalar(block - 1)?.f_div_scalar_mode(block, "floor")?)
+        Ok(lens
+            .f_add_scalar(block - 1)?
+            .f_div_scalar_mode(block, "floor")?)
     }
 
     /// Target lengths (EOS included, at most `max_positions`) of each row.
     fn target_lengths(&self, enc: &EncoderOutput, src: &Tensor) -> Result<Vec<i64>> {
         let src_lens = self.lengths_of(src)?;
-        let lens = self.length.lengths(&enc.memory, &enc.src_pad, &src_lens, 1)?;
+        let lens = self
+            .length
+            .lengths(&enc.memory, &enc.src_pad, &src_lens, 1)?;
         Ok(lens
             .into_iter()
             .map(|l| l[0].clamp(1, self.cfg.max_positions))
@@ -395,19 +464,32 @@ impl LatentNat {
     /// `codes` `[b, L, n_c]` → token ids per row: decompress, decode all
     /// positions in one pass, argmax, keep each row's `lens[i]` positions and
     /// cut at the first EOS.
-    pub fn decode_codes(&self, codes: &Tensor, enc: &EncoderOutput, lens: &[i64]) -> Result<Vec<Vec<i64>>> {
+    pub fn decode_codes(
+        &self,
+        codes: &Tensor,
+        enc: &EncoderOutput,
+        lens: &[i64],
+    ) -> Result<Vec<Vec<i64>>> {
         let z = self.bottleneck.embed_codes(codes)?; // [b, L, d]
         self.decode_vectors(&z, enc, lens)
     }
 
-    fn decode_vectors(&self, z: &Tensor, enc: &EncoderOutput, lens: &[i64]) -> Result<Vec<Vec<i64>>> {
+    fn decode_vectors(
+        &self,
+        z: &Tensor,
+        enc: &EncoderOutput,
+        lens: &[i64],
+    ) -> Result<Vec<Vec<i64>>> {
         let l = z.size()[1];
         let (block, n) = (self.cfg.block(), l * self.cfg.block());
         let visible = self.visible(lens);
         let mask = if visible.iter().all(|&v| v >= n) {
             Mask::None
         } else {
-            self.self_mask(Some(&Tensor::from_slice(&visible).f_to_device(z.device())?), n)?
+            self.self_mask(
+                Some(&Tensor::from_slice(&visible).f_to_device(z.device())?),
+                n,
+            )?
         };
         // Rows whose latents all count (always at batch 1) need no
         // decompressor mask.
@@ -417,10 +499,13 @@ impl LatentNat {
         } else {
             Some(Tensor::from_slice(&counts).f_to_device(z.device())?)
         };
-        let h = self.decode_latents(z, latents.as_ref(), enc, &mask, None, false)?; // [b, n, d]
-        // Only positions some row shows are projected onto the vocabulary.
+        let copy_lens = Tensor::from_slice(&visible).f_to_device(z.device())?;
+        let h = self.decode_latents(z, latents.as_ref(), &copy_lens, enc, &mask, None, false)?; // [b, n, d]
+                                                                                                // Only positions some row shows are projected onto the vocabulary.
         let shown = visible.iter().copied().max().unwrap_or(n).min(n);
-        let ids = self.project(&h.f_narrow(1, 0, shown)?)?.f_argmax(-1, false)?; // [b, shown]
+        let ids = self
+            .project(&h.f_narrow(1, 0, shown)?)?
+            .f_argmax(-1, false)?; // [b, shown]
         let rows = Vec::<Vec<i64>>::try_from(ids)?;
         Ok(rows
             .into_iter()
@@ -463,7 +548,9 @@ impl LatentNat {
         sample: Option<(f64, u64)>,
         steps: &mut i64,
     ) -> Result<Tensor> {
-        Ok(self.predict_latents_with_probs(enc, l, sample, false, steps)?.0)
+        Ok(self
+            .predict_latents_with_probs(enc, l, sample, false, steps)?
+            .0)
     }
 
     /// [`Self::predict_latents`], and with `keep_probs` the predictor's
@@ -492,7 +579,9 @@ impl LatentNat {
                 (Some((t, _)), Some(rng)) => {
                     let size = logits.size();
                     let noise: Vec<f32> = (0..logits.numel()).map(|_| rng.gumbel()).collect();
-                    let g = Tensor::from_slice(&noise).f_view(size.as_slice())?.f_to_device(logits.device())?;
+                    let g = Tensor::from_slice(&noise)
+                        .f_view(size.as_slice())?
+                        .f_to_device(logits.device())?;
                     logits.f_div_scalar(t)?.f_add(&g)?.f_argmax(-1, false)? // [b, n_c]
                 }
                 _ => logits.f_argmax(-1, false)?, // [b, n_c]
@@ -523,12 +612,19 @@ impl LatentNat {
         let device = enc.memory.device();
         let rep = enc.repeat_interleave(beam)?;
         let mut cache = self.predictor.start(&rep.memory, rep.memory_mask()?)?;
-        let init: Vec<f32> = (0..bb).map(|i| if i % beam == 0 { 0.0 } else { -1e9 }).collect();
+        let init: Vec<f32> = (0..bb)
+            .map(|i| if i % beam == 0 { 0.0 } else { -1e9 })
+            .collect();
         let mut scores = Tensor::from_slice(&init).f_to_device(device)?; // [bB]
         let mut hist = Tensor::f_zeros([bb, 0, s], (Kind::Int64, device))?; // [bB, j, n_c]
-        let rows: Vec<i64> = row_latents.iter().flat_map(|&r| std::iter::repeat_n(r, beam as usize)).collect();
+        let rows: Vec<i64> = row_latents
+            .iter()
+            .flat_map(|&r| std::iter::repeat_n(r, beam as usize))
+            .collect();
         let row_latents = Tensor::from_slice(&rows).f_to_device(device)?; // [bB]
-        let base = Tensor::f_arange(b, (Kind::Int64, device))?.f_mul_scalar(beam)?.f_unsqueeze(1)?; // [b, 1]
+        let base = Tensor::f_arange(b, (Kind::Int64, device))?
+            .f_mul_scalar(beam)?
+            .f_unsqueeze(1)?; // [b, 1]
         let mut prev: Option<Tensor> = None;
         for j in 0..l {
             let lp = self
@@ -542,12 +638,19 @@ impl LatentNat {
             for slice in 0..s {
                 let lps = lp.f_select(1, slice)?; // [bB, K]
                 let k = lps.size()[1];
-                let tot = cs.f_unsqueeze(2)?.f_add(&lps.f_unsqueeze(1)?)?.f_flatten(1, 2)?; // [bB, C·K]
+                let tot = cs
+                    .f_unsqueeze(2)?
+                    .f_add(&lps.f_unsqueeze(1)?)?
+                    .f_flatten(1, 2)?; // [bB, C·K]
                 let keep = beam.min(tot.size()[1]);
                 let (v, idx) = tot.f_topk(keep, -1, true, true)?; // [bB, C']
                 let from = idx.f_div_scalar_mode(k, "floor")?;
                 let code = idx.f_remainder(k)?;
-                let gathered = cc.f_gather(1, &from.f_unsqueeze(2)?.f_expand([bb, keep, slice], false)?, false)?;
+                let gathered = cc.f_gather(
+                    1,
+                    &from.f_unsqueeze(2)?.f_expand([bb, keep, slice], false)?,
+                    false,
+                )?;
                 cc = Tensor::f_cat(&[gathered, code.f_unsqueeze(2)?], 2)?; // [bB, C', slice+1]
                 cs = v;
             }
@@ -555,17 +658,32 @@ impl LatentNat {
             // Rows past their latent length keep their hypotheses unchanged.
             let active = row_latents.f_gt(j)?.f_unsqueeze(1)?; // [bB, 1]
             let frozen: Vec<f32> = (0..c).map(|i| if i == 0 { 0.0 } else { -1e9 }).collect();
-            let frozen = Tensor::from_slice(&frozen).f_to_device(device)?.f_unsqueeze(0)?; // [1, C]
+            let frozen = Tensor::from_slice(&frozen)
+                .f_to_device(device)?
+                .f_unsqueeze(0)?; // [1, C]
             let cs = cs.f_where_self(&active, &frozen)?; // [bB, C]
-            let total = scores.f_unsqueeze(1)?.f_add(&cs)?.f_reshape([b, beam * c])?; // [b, B·C]
+            let total = scores
+                .f_unsqueeze(1)?
+                .f_add(&cs)?
+                .f_reshape([b, beam * c])?; // [b, B·C]
             let (top, idx) = total.f_topk(beam, -1, true, true)?; // [b, B]
-            let src_beam = idx.f_div_scalar_mode(c, "floor")?.f_add(&base)?.f_flatten(0, 1)?; // [bB]
+            let src_beam = idx
+                .f_div_scalar_mode(c, "floor")?
+                .f_add(&base)?
+                .f_flatten(0, 1)?; // [bB]
             let chosen = cc
                 .f_reshape([b, beam * c, s])?
-                .f_gather(1, &idx.f_unsqueeze(2)?.f_expand([b, beam, s], false)?, false)?
+                .f_gather(
+                    1,
+                    &idx.f_unsqueeze(2)?.f_expand([b, beam, s], false)?,
+                    false,
+                )?
                 .f_reshape([bb, s])?; // [bB, n_c]
             cache.reorder_beams(&src_beam)?;
-            hist = Tensor::f_cat(&[hist.f_index_select(0, &src_beam)?, chosen.f_unsqueeze(1)?], 1)?;
+            hist = Tensor::f_cat(
+                &[hist.f_index_select(0, &src_beam)?, chosen.f_unsqueeze(1)?],
+                1,
+            )?;
             scores = top.f_flatten(0, 1)?;
             prev = Some(self.bottleneck.embed_codes(&chosen)?.f_unsqueeze(1)?); // [bB, 1, d]
         }
@@ -597,9 +715,10 @@ impl LatentNat {
             let t0 = thread_cpu_seconds();
             let enc = self.encode(src, false)?;
             let lens = match lengths {
-                Some(l) if l.len() as i64 == src.size2()?.0 => {
-                    l.iter().map(|&n| n.clamp(1, self.cfg.max_positions)).collect()
-                }
+                Some(l) if l.len() as i64 == src.size2()?.0 => l
+                    .iter()
+                    .map(|&n| n.clamp(1, self.cfg.max_positions))
+                    .collect(),
                 Some(l) => {
                     return Err(LatentError::Shape(format!(
                         "{} lengths for {} source rows",
@@ -615,7 +734,10 @@ impl LatentNat {
             let l = row_latents.iter().copied().max().unwrap_or(1);
             let (codes, probs) = if settings.latent_beam > 1 {
                 let beam = settings.latent_beam as i64;
-                (self.beam_latents(&enc, l, &row_latents, beam, &mut stats.latent_steps)?, None)
+                (
+                    self.beam_latents(&enc, l, &row_latents, beam, &mut stats.latent_steps)?,
+                    None,
+                )
             } else {
                 let soft = settings.soft_latents;
                 self.predict_latents_with_probs(&enc, l, None, soft, &mut stats.latent_steps)?

@@ -37,7 +37,12 @@ impl LatentPredictor {
         let d = stack.layer.d_model;
         Ok(Self {
             decoder: Decoder::new(vs.clone(), stack)?,
-            head: nn::linear(&vs / "output_projection", d, slices * codes, Default::default()),
+            head: nn::linear(
+                &vs / "output_projection",
+                d,
+                slices * codes,
+                Default::default(),
+            ),
             positions: sinusoidal_positions(max_latents, d, 0, vs.device()),
             slices,
             codes,
@@ -62,7 +67,10 @@ impl LatentPredictor {
     /// Hidden states → logits `[b, t, n_c, K]`.
     fn logits(&self, h: &Tensor) -> Result<Tensor> {
         let (b, t) = (h.size()[0], h.size()[1]);
-        Ok(self.head.forward(h).f_reshape([b, t, self.slices, self.codes])?)
+        Ok(self
+            .head
+            .forward(h)
+            .f_reshape([b, t, self.slices, self.codes])?)
     }
 
     /// Teacher-forced pass: `code_emb` `[b, L, d]` (the codes' vectors, the
@@ -79,7 +87,9 @@ impl LatentPredictor {
         let start = Tensor::f_zeros([b, 1, d], (code_emb.kind(), code_emb.device()))?;
         let shifted = Tensor::f_cat(&[&start, &code_emb.f_narrow(1, 0, l - 1)?], 1)?; // [b, L, d]
         let x = self.add_positions(&shifted, 0, train)?;
-        let h = self.decoder.forward(&x, &Mask::Causal, memory, memory_mask, train)?;
+        let h = self
+            .decoder
+            .forward(&x, &Mask::Causal, memory, memory_mask, train)?;
         self.logits(&h)
     }
 
@@ -91,7 +101,12 @@ impl LatentPredictor {
     /// One cached step: `prev` `[b, 1, d]` is the previous code's vector
     /// (`None` at the first step: the zero start vector) → logits
     /// `[b, n_c, K]` of the next code.
-    pub fn step(&self, prev: Option<&Tensor>, cache: &mut DecoderCache, batch: i64) -> Result<Tensor> {
+    pub fn step(
+        &self,
+        prev: Option<&Tensor>,
+        cache: &mut DecoderCache,
+        batch: i64,
+    ) -> Result<Tensor> {
         let d = self.positions.size()[1];
         let x = match prev {
             Some(p) => p.shallow_clone(),

@@ -42,13 +42,19 @@ fn tiny(rule: LengthRule, k: i64) -> NatConfig {
         compress_steps: k,
         residual_blocks: 1,
         decompress_blocks: 1,
+        source_copy: false,
         bypass_bottleneck: false,
         bottleneck: BottleneckConfig {
             kind: BottleneckKind::Vq,
             bits: 4,
             ..Default::default()
         },
-        length: LengthConfig { rule, ratio_a: 1.0, ratio_b: 0.0, max_offset: 4 },
+        length: LengthConfig {
+            rule,
+            ratio_a: 1.0,
+            ratio_b: 0.0,
+            max_offset: 4,
+        },
         schedule: ScheduleConfig {
             mix_gold: false,
             mix_linear_steps: 1,
@@ -91,21 +97,36 @@ fn compression_round_trip_restores_every_length_under_the_padding_rule() {
                 assert_eq!(n % (1 << k), 0);
                 assert!(n >= len);
                 match rule {
-                    LengthRule::T2t => assert!(n >= 2 * src_len && n < len.max(2 * src_len) + (1 << k)),
+                    LengthRule::T2t => {
+                        assert!(n >= 2 * src_len && n < len.max(2 * src_len) + (1 << k))
+                    }
                     _ => assert!(n < len + (1 << k)),
                 }
                 let x = Tensor::randn([2, n, 32], (Kind::Float, Device::Cpu));
                 let z = c.forward(&x, false).unwrap();
                 assert_eq!(z.size(), vec![2, n >> k, 32]);
-                assert_eq!(d.forward(&z, None, false).unwrap().size(), vec![2, n, 32], "k {k} len {len}");
-                assert_eq!(lean.forward(&z, None, false).unwrap().size(), vec![2, n, 32], "k {k} len {len}");
+                assert_eq!(
+                    d.forward(&z, None, false).unwrap().size(),
+                    vec![2, n, 32],
+                    "k {k} len {len}"
+                );
+                assert_eq!(
+                    lean.forward(&z, None, false).unwrap().size(),
+                    vec![2, n, 32],
+                    "k {k} len {len}"
+                );
             }
             // With lengths, a short row decompresses as it would alone.
             let z = Tensor::randn([2, 5, 32], (Kind::Float, Device::Cpu));
             let lens = Tensor::from_slice(&[3i64, 5]);
             let both = d.forward(&z, Some(&lens), false).unwrap();
-            let alone = d.forward(&z.narrow(0, 0, 1).narrow(1, 0, 3), None, false).unwrap();
-            let diff = (both.narrow(0, 0, 1).narrow(1, 0, 3 << k) - alone).abs().max().double_value(&[]);
+            let alone = d
+                .forward(&z.narrow(0, 0, 1).narrow(1, 0, 3), None, false)
+                .unwrap();
+            let diff = (both.narrow(0, 0, 1).narrow(1, 0, 3 << k) - alone)
+                .abs()
+                .max()
+                .double_value(&[]);
             assert!(diff < 1e-5, "k {k}: {diff}");
             // Lengths that are not a multiple of 2^k are rejected.
             if k > 0 {
@@ -123,7 +144,9 @@ fn pairs() -> (Tensor, Tensor, Vec<Vec<i64>>) {
     let mut tgts = Vec::new();
     for i in 0..20i64 {
         let len = 3 + i % 6;
-        let s: Vec<i64> = (0..len).map(|j| 3 + (i * 7 + j * 5 + j * j) % (VOCAB - 6)).collect();
+        let s: Vec<i64> = (0..len)
+            .map(|j| 3 + (i * 7 + j * 5 + j * j) % (VOCAB - 6))
+            .collect();
         let t: Vec<i64> = s.iter().rev().map(|&x| x + 3).collect();
         srcs.push(s);
         tgts.push(t);
@@ -184,20 +207,41 @@ fn tiny_nat_with_a_vq_bottleneck_learns_to_translate_twenty_pairs() {
     }
     let got = model.translate(&src, &NatDecode::default()).unwrap();
     let correct = got.iter().zip(&want).filter(|(a, b)| a == b).count();
-    assert!(correct >= 18, "{correct}/20 exact; last loss parts {parts:?}");
+    assert!(
+        correct >= 18,
+        "{correct}/20 exact; last loss parts {parts:?}"
+    );
     let names: BTreeSet<&str> = parts.iter().map(|(n, _)| *n).collect();
-    for n in ["token_nll", "commitment", "latent_ce", "length_ce", "latent_mix"] {
+    for n in [
+        "token_nll",
+        "commitment",
+        "latent_ce",
+        "length_ce",
+        "latent_mix",
+    ] {
         assert!(names.contains(n), "{n} missing from {names:?}");
     }
     // Decoding the expected code vectors of a confident predictor agrees.
     let soft = model
-        .translate(&src, &NatDecode { soft_latents: true, ..Default::default() })
+        .translate(
+            &src,
+            &NatDecode {
+                soft_latents: true,
+                ..Default::default()
+            },
+        )
         .unwrap();
     let soft_correct = soft.iter().zip(&want).filter(|(a, b)| a == b).count();
     assert!(soft_correct >= 18, "soft latents {soft_correct}/20");
     // A beam over latents scores at least as well; it decodes the same here.
     let beam = model
-        .translate(&src, &NatDecode { latent_beam: 3, ..Default::default() })
+        .translate(
+            &src,
+            &NatDecode {
+                latent_beam: 3,
+                ..Default::default()
+            },
+        )
         .unwrap();
     let beam_correct = beam.iter().zip(&want).filter(|(a, b)| a == b).count();
     assert!(beam_correct >= 18, "beam {beam_correct}/20");
@@ -206,19 +250,34 @@ fn tiny_nat_with_a_vq_bottleneck_learns_to_translate_twenty_pairs() {
 #[test]
 fn inference_makes_ceil_len_over_block_latent_steps_and_one_decoder_pass() {
     tch::manual_seed(2);
-    for (k, rule) in [(2, LengthRule::Ratio), (3, LengthRule::Ratio), (2, LengthRule::T2t)] {
+    for (k, rule) in [
+        (2, LengthRule::Ratio),
+        (3, LengthRule::Ratio),
+        (2, LengthRule::T2t),
+    ] {
         let cfg = tiny(rule, k);
         let vs = VarStore::new(Device::Cpu);
         let model = LatentNat::new(vs.root(), &cfg).unwrap();
         for src_len in 1..=12i64 {
             let row: Vec<i64> = (0..src_len - 1).map(|j| 3 + j % 10).collect();
             let src = batch(&[row]); // src_len tokens with EOS
-            let len = if rule == LengthRule::T2t { 2 * src_len } else { src_len };
+            let len = if rule == LengthRule::T2t {
+                2 * src_len
+            } else {
+                src_len
+            };
             for beam in [1, 2] {
-                let settings = NatDecode { latent_beam: beam, ..Default::default() };
+                let settings = NatDecode {
+                    latent_beam: beam,
+                    ..Default::default()
+                };
                 let (out, stats) = model.translate_with_stats(&src, &settings).unwrap();
                 assert_eq!(stats.lengths, vec![len]);
-                assert_eq!(stats.latent_steps, (len + (1 << k) - 1) >> k, "k {k} len {len}");
+                assert_eq!(
+                    stats.latent_steps,
+                    (len + (1 << k) - 1) >> k,
+                    "k {k} len {len}"
+                );
                 assert_eq!(stats.decoder_passes, 1);
                 assert!(out[0].len() as i64 <= cfg.round_up(len));
                 assert!(!out[0].contains(&EOS));
@@ -226,14 +285,21 @@ fn inference_makes_ceil_len_over_block_latent_steps_and_one_decoder_pass() {
         }
         // A batch takes as many steps as its longest row, in one pass.
         let src = batch(&[vec![3; 2], vec![4; 9], vec![5; 5]]);
-        let (out, stats) = model.translate_with_stats(&src, &NatDecode::default()).unwrap();
+        let (out, stats) = model
+            .translate_with_stats(&src, &NatDecode::default())
+            .unwrap();
         let len = if rule == LengthRule::T2t { 20 } else { 10 };
         assert_eq!(stats.latent_steps, (len + (1 << k) - 1) >> k);
         assert_eq!(stats.decoder_passes, 1);
         assert_eq!(out.len(), 3);
         // Batched translation equals row-by-row translation.
         for (i, row) in [vec![3; 2], vec![4; 9], vec![5; 5]].iter().enumerate() {
-            assert_eq!(model.translate(&batch(std::slice::from_ref(row)), &NatDecode::default()).unwrap()[0], out[i]);
+            assert_eq!(
+                model
+                    .translate(&batch(std::slice::from_ref(row)), &NatDecode::default())
+                    .unwrap()[0],
+                out[i]
+            );
         }
     }
 }
@@ -251,7 +317,9 @@ fn cached_latent_prediction_equals_the_full_forward() {
     let codes = Tensor::randint(16, [2, 5, 2], (Kind::Int64, Device::Cpu));
     let emb = model.bottleneck().embed_codes(&codes).unwrap(); // [2, 5, 32]
     let p = model.predictor();
-    let full = p.forward(&emb, &enc.memory, &enc.memory_mask().unwrap(), false).unwrap(); // [2, 5, 2, 16]
+    let full = p
+        .forward(&emb, &enc.memory, &enc.memory_mask().unwrap(), false)
+        .unwrap(); // [2, 5, 2, 16]
     assert_eq!(full.size(), vec![2, 5, 2, 16]);
     let mut cache = p.start(&enc.memory, enc.memory_mask().unwrap()).unwrap();
     for j in 0..5 {
@@ -263,8 +331,13 @@ fn cached_latent_prediction_equals_the_full_forward() {
     // The causal mask: changing later codes leaves earlier logits alone.
     let later = emb.copy();
     let _ = later.narrow(1, 3, 2).fill_(1.0);
-    let again = p.forward(&later, &enc.memory, &enc.memory_mask().unwrap(), false).unwrap();
-    let diff = (again.narrow(1, 0, 4) - full.narrow(1, 0, 4)).abs().max().double_value(&[]);
+    let again = p
+        .forward(&later, &enc.memory, &enc.memory_mask().unwrap(), false)
+        .unwrap();
+    let diff = (again.narrow(1, 0, 4) - full.narrow(1, 0, 4))
+        .abs()
+        .max()
+        .double_value(&[]);
     assert!(diff < 1e-5);
 }
 
@@ -275,13 +348,20 @@ fn candidates_are_seeded_samples_of_one_source() {
     let vs = VarStore::new(Device::Cpu);
     let model = LatentNat::new(vs.root(), &cfg).unwrap();
     let src = batch(&[vec![3, 4, 5, 6, 7, 8]]);
-    let settings = NatDecode { latent_beam: 1, temperature: 2.0, seed: 11, soft_latents: false };
+    let settings = NatDecode {
+        latent_beam: 1,
+        temperature: 2.0,
+        seed: 11,
+        soft_latents: false,
+    };
     let a = model.candidates(&src, 6, &settings).unwrap();
     let b = model.candidates(&src, 6, &settings).unwrap();
     assert_eq!(a.len(), 6);
     assert_eq!(a, b);
     assert!(a.iter().all(|c| c.len() <= 7));
-    assert!(model.candidates(&batch(&[vec![3], vec![4]]), 2, &settings).is_err());
+    assert!(model
+        .candidates(&batch(&[vec![3], vec![4]]), 2, &settings)
+        .is_err());
 }
 
 #[test]
@@ -302,7 +382,12 @@ fn teacher_initialisation_copies_exactly_the_matching_tensors() {
     let expected: Vec<String> = {
         let mut e: Vec<String> = nat_vars
             .iter()
-            .filter(|(n, t)| teacher.tensors.get(*n).is_some_and(|x| x.size() == t.size()))
+            .filter(|(n, t)| {
+                teacher
+                    .tensors
+                    .get(*n)
+                    .is_some_and(|x| x.size() == t.size())
+            })
             .map(|(n, _)| n.clone())
             .collect();
         e.sort();
@@ -313,13 +398,51 @@ fn teacher_initialisation_copies_exactly_the_matching_tensors() {
     assert!(copied.contains(&"encoder.layers.0.self_attn.in_proj_weight".to_string()));
     assert!(copied.contains(&"decoder.layers.1.multihead_attn.in_proj_weight".to_string()));
     // Feed-forwards differ in width: only `linear2.bias` ([d_model]) matches.
-    assert!(!copied.iter().any(|n| n.contains("linear1") || n.ends_with("linear2.weight")));
+    assert!(!copied
+        .iter()
+        .any(|n| n.contains("linear1") || n.ends_with("linear2.weight")));
     assert!(copied.contains(&"decoder.layers.0.linear2.bias".to_string()));
     for (name, t) in &nat_vars {
-        let source = if copied.contains(name) { &teacher.tensors[name] } else { &before.tensors[name] };
+        let source = if copied.contains(name) {
+            &teacher.tensors[name]
+        } else {
+            &before.tensors[name]
+        };
         assert!(t.equal(source), "{name}");
     }
     assert!(nat_vars.keys().any(|n| n.starts_with("latent_predictor.")));
     assert!(nat_vars.keys().any(|n| n.starts_with("length_predictor.")));
-    assert!(!copied.iter().any(|n| n.starts_with("compress") || n.starts_with("latent_predictor")));
+    assert!(!copied
+        .iter()
+        .any(|n| n.starts_with("compress") || n.starts_with("latent_predictor")));
+}
+
+#[test]
+fn source_copy_follows_each_rows_source_length_and_changes_the_output() {
+    tch::manual_seed(4);
+    let (src, _, _) = pairs();
+    let mut cfg = tiny(LengthRule::Ratio, 2);
+    cfg.source_copy = true;
+    let vs = VarStore::new(Device::Cpu);
+    let model = LatentNat::new(vs.root(), &cfg).unwrap();
+    let batched = model.translate(&src, &NatDecode::default()).unwrap();
+    // Each row alone (no source padding) decodes to the same tokens.
+    for (i, want) in batched.iter().enumerate() {
+        let row = src.narrow(0, i as i64, 1);
+        let len = row.ne(PAD).sum(tch::Kind::Int64).int64_value(&[]);
+        let alone = model
+            .translate(&row.narrow(1, 0, len), &NatDecode::default())
+            .unwrap();
+        assert_eq!(&alone[0], want, "row {i}");
+    }
+    // The same weights without the copy decode differently.
+    let mut plain_cfg = cfg.clone();
+    plain_cfg.source_copy = false;
+    let mut vs2 = VarStore::new(Device::Cpu);
+    let without = LatentNat::new(vs2.root(), &plain_cfg).unwrap();
+    vs2.copy(&vs).unwrap();
+    assert_ne!(
+        without.translate(&src, &NatDecode::default()).unwrap(),
+        batched
+    );
 }

@@ -14,17 +14,34 @@ use crate::fsutil::write_atomic;
 #[derive(Debug, thiserror::Error)]
 pub enum CheckpointError {
     #[error("cannot read checkpoint {path}: {source}")]
-    Read { path: PathBuf, source: std::io::Error },
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("cannot write checkpoint {path}: {source}")]
-    Write { path: PathBuf, source: std::io::Error },
+    Write {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("checkpoint {path} is truncated or corrupt: {reason}")]
     Corrupt { path: PathBuf, reason: String },
     #[error("checkpoint {path}: tensor {name:?} has unsupported type {dtype}")]
-    UnsupportedType { path: PathBuf, name: String, dtype: String },
+    UnsupportedType {
+        path: PathBuf,
+        name: String,
+        dtype: String,
+    },
     #[error("checkpoint {path} has no tensor {name:?}")]
     Missing { path: PathBuf, name: String },
-    #[error("checkpoint {path}: tensor {name:?} has shape {found:?}, the model expects {expected:?}")]
-    Shape { path: PathBuf, name: String, found: Vec<i64>, expected: Vec<i64> },
+    #[error(
+        "checkpoint {path}: tensor {name:?} has shape {found:?}, the model expects {expected:?}"
+    )]
+    Shape {
+        path: PathBuf,
+        name: String,
+        found: Vec<i64>,
+        expected: Vec<i64>,
+    },
     #[error("checkpoint {path} has no metadata key {key:?}")]
     MissingMetadata { path: PathBuf, key: String },
 }
@@ -76,7 +93,10 @@ impl Checkpoint {
             .into_iter()
             .map(|(name, t)| (name, t.detach().to(Device::Cpu)))
             .collect();
-        Self { tensors, metadata: BTreeMap::new() }
+        Self {
+            tensors,
+            metadata: BTreeMap::new(),
+        }
     }
 
     /// Writes the checkpoint to `path` atomically.
@@ -84,11 +104,12 @@ impl Checkpoint {
         let mut raw = Vec::with_capacity(self.tensors.len());
         for (name, tensor) in &self.tensors {
             let tensor = tensor.to(Device::Cpu).contiguous();
-            let dtype = to_dtype(tensor.kind()).ok_or_else(|| CheckpointError::UnsupportedType {
-                path: path.into(),
-                name: name.clone(),
-                dtype: format!("{:?}", tensor.kind()),
-            })?;
+            let dtype =
+                to_dtype(tensor.kind()).ok_or_else(|| CheckpointError::UnsupportedType {
+                    path: path.into(),
+                    name: name.clone(),
+                    dtype: format!("{:?}", tensor.kind()),
+                })?;
             let numel = tensor.numel();
             let mut bytes = vec![0u8; numel * tensor.kind().elt_size_in_bytes()];
             tensor.copy_data_u8(&mut bytes, numel);
@@ -96,20 +117,29 @@ impl Checkpoint {
             raw.push((name.clone(), dtype, shape, bytes));
         }
         let views = raw.iter().map(|(name, dtype, shape, bytes)| {
-            let view = TensorView::new(*dtype, shape.clone(), bytes).expect("byte length matches shape");
+            let view =
+                TensorView::new(*dtype, shape.clone(), bytes).expect("byte length matches shape");
             (name.clone(), view)
         });
         let metadata: HashMap<String, String> = self.metadata.clone().into_iter().collect();
-        let bytes = safetensors::serialize(views, &Some(metadata)).map_err(|e| CheckpointError::Corrupt {
-            path: path.into(),
-            reason: e.to_string(),
+        let bytes = safetensors::serialize(views, &Some(metadata)).map_err(|e| {
+            CheckpointError::Corrupt {
+                path: path.into(),
+                reason: e.to_string(),
+            }
         })?;
-        write_atomic(path, &bytes).map_err(|source| CheckpointError::Write { path: path.into(), source })
+        write_atomic(path, &bytes).map_err(|source| CheckpointError::Write {
+            path: path.into(),
+            source,
+        })
     }
 
     /// Reads a checkpoint; tensors stay on the CPU.
     pub fn load(path: &Path) -> Result<Self, CheckpointError> {
-        let bytes = std::fs::read(path).map_err(|source| CheckpointError::Read { path: path.into(), source })?;
+        let bytes = std::fs::read(path).map_err(|source| CheckpointError::Read {
+            path: path.into(),
+            source,
+        })?;
         let corrupt = |e: safetensors::SafeTensorError| CheckpointError::Corrupt {
             path: path.into(),
             reason: e.to_string(),
@@ -125,11 +155,19 @@ impl Checkpoint {
             })?;
             let shape: Vec<i64> = view.shape().iter().map(|&d| d as i64).collect();
             let tensor = Tensor::f_from_data_size(view.data(), &shape, kind).map_err(|e| {
-                CheckpointError::Corrupt { path: path.into(), reason: format!("tensor {name:?}: {e}") }
+                CheckpointError::Corrupt {
+                    path: path.into(),
+                    reason: format!("tensor {name:?}: {e}"),
+                }
             })?;
             tensors.insert(name, tensor);
         }
-        let metadata = header.metadata().clone().unwrap_or_default().into_iter().collect();
+        let metadata = header
+            .metadata()
+            .clone()
+            .unwrap_or_default()
+            .into_iter()
+            .collect();
         Ok(Self { tensors, metadata })
     }
 
@@ -141,7 +179,10 @@ impl Checkpoint {
             let saved = self
                 .tensors
                 .get(&name)
-                .ok_or_else(|| CheckpointError::Missing { path: path.into(), name: name.clone() })?;
+                .ok_or_else(|| CheckpointError::Missing {
+                    path: path.into(),
+                    name: name.clone(),
+                })?;
             if saved.size() != var.size() {
                 return Err(CheckpointError::Shape {
                     path: path.into(),
@@ -160,7 +201,10 @@ impl Checkpoint {
         self.metadata
             .get(key)
             .map(String::as_str)
-            .ok_or_else(|| CheckpointError::MissingMetadata { path: path.into(), key: key.into() })
+            .ok_or_else(|| CheckpointError::MissingMetadata {
+                path: path.into(),
+                key: key.into(),
+            })
     }
 }
 
@@ -183,19 +227,26 @@ mod tests {
         let path = dir.path().join("ckpt.safetensors");
         let src = model(1);
         let mut ckpt = Checkpoint::from_var_store(&src);
-        ckpt.tensors.insert("step_tokens".into(), Tensor::from_slice(&[1i64, 2, 3]));
+        ckpt.tensors
+            .insert("step_tokens".into(), Tensor::from_slice(&[1i64, 2, 3]));
         ckpt.metadata.insert("step".into(), "42".into());
         ckpt.save(&path).unwrap();
 
         let loaded = Checkpoint::load(&path).unwrap();
         assert_eq!(loaded.meta("step", &path).unwrap(), "42");
-        assert_eq!(Vec::<i64>::try_from(&loaded.tensors["step_tokens"]).unwrap(), vec![1, 2, 3]);
+        assert_eq!(
+            Vec::<i64>::try_from(&loaded.tensors["step_tokens"]).unwrap(),
+            vec![1, 2, 3]
+        );
         let dst = model(2);
         loaded.restore_into(&dst, &path).unwrap();
         for (name, t) in src.variables() {
             assert!(t.equal(&dst.variables()[&name]), "{name}");
         }
-        assert!(matches!(loaded.meta("absent", &path), Err(CheckpointError::MissingMetadata { .. })));
+        assert!(matches!(
+            loaded.meta("absent", &path),
+            Err(CheckpointError::MissingMetadata { .. })
+        ));
     }
 
     #[test]
@@ -219,9 +270,15 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("c.safetensors");
         let mut ckpt = Checkpoint::from_var_store(&model(1));
-        ckpt.tensors.insert("ema_count".into(), Tensor::zeros([6], (Kind::Float, Device::Cpu)));
+        ckpt.tensors.insert(
+            "ema_count".into(),
+            Tensor::zeros([6], (Kind::Float, Device::Cpu)),
+        );
         ckpt.save(&path).unwrap();
-        let err = Checkpoint::load(&path).unwrap().restore_into(&model(1), &path).unwrap_err();
+        let err = Checkpoint::load(&path)
+            .unwrap()
+            .restore_into(&model(1), &path)
+            .unwrap_err();
         assert!(err.to_string().contains("ema_count"), "{err}");
     }
 }

@@ -9,20 +9,29 @@ use serde::de::DeserializeOwned;
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     #[error("cannot read config {path}: {source}")]
-    Read { path: PathBuf, source: std::io::Error },
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("config {path}: {message}")]
     Parse { path: PathBuf, message: String },
 }
 
 /// Reads and checks a TOML config file.
 pub fn load_toml<T: DeserializeOwned>(path: &Path) -> Result<T, ConfigError> {
-    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read { path: path.into(), source })?;
+    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+        path: path.into(),
+        source,
+    })?;
     parse_toml(&text, path)
 }
 
 /// Parses TOML text; `origin` names it in errors.
 pub fn parse_toml<T: DeserializeOwned>(text: &str, origin: &Path) -> Result<T, ConfigError> {
-    toml::from_str(text).map_err(|e| ConfigError::Parse { path: origin.into(), message: e.to_string() })
+    toml::from_str(text).map_err(|e| ConfigError::Parse {
+        path: origin.into(),
+        message: e.to_string(),
+    })
 }
 
 #[cfg(test)]
@@ -68,7 +77,10 @@ mod tests {
     fn missing_key_and_bad_device_are_errors_naming_them() {
         let (_dir, path) = write("name = \"a\"\n[model]\n");
         let msg = load_toml::<Run>(&path).unwrap_err().to_string();
-        assert!(msg.contains("d_model") && msg.contains("teacher.toml"), "{msg}");
+        assert!(
+            msg.contains("d_model") && msg.contains("teacher.toml"),
+            "{msg}"
+        );
 
         let (_dir, path) = write("name = \"a\"\n[model]\nd_model = 8\ndevice = \"gpu\"\n");
         let msg = load_toml::<Run>(&path).unwrap_err().to_string();

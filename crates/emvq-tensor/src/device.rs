@@ -82,7 +82,11 @@ impl DeviceSpec {
         let available = tch::Cuda::is_available();
         match self {
             Self::Cpu => unreachable!(),
-            Self::Auto => Ok(if available { Device::Cuda(0) } else { Device::Cpu }),
+            Self::Auto => Ok(if available {
+                Device::Cuda(0)
+            } else {
+                Device::Cpu
+            }),
             Self::Cuda(index) => {
                 if !available {
                     let reason = match backend {
@@ -92,7 +96,10 @@ impl DeviceSpec {
                              install the CUDA set with `cargo xtask setup --cuda`"
                         ),
                     };
-                    return Err(DeviceError::CudaUnavailable { requested: self.to_string(), reason });
+                    return Err(DeviceError::CudaUnavailable {
+                        requested: self.to_string(),
+                        reason,
+                    });
                 }
                 let count = tch::Cuda::device_count();
                 if index as i64 >= count {
@@ -114,7 +121,10 @@ mod tests {
         assert_eq!("cpu".parse(), Ok(DeviceSpec::Cpu));
         assert_eq!("cuda".parse(), Ok(DeviceSpec::Cuda(0)));
         assert_eq!("cuda:3".parse(), Ok(DeviceSpec::Cuda(3)));
-        assert_eq!("gpu".parse::<DeviceSpec>(), Err(DeviceError::Parse("gpu".into())));
+        assert_eq!(
+            "gpu".parse::<DeviceSpec>(),
+            Err(DeviceError::Parse("gpu".into()))
+        );
         assert!("cuda:x".parse::<DeviceSpec>().is_err());
         assert_eq!(DeviceSpec::Cuda(2).to_string(), "cuda:2");
     }

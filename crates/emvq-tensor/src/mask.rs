@@ -44,9 +44,15 @@ mod tests {
     #[test]
     fn padding_and_length_masks_mark_padding() {
         let tokens = Tensor::from_slice2(&[[5i64, 6, 0, 0], [7, 8, 9, 0]]);
-        assert_eq!(to_vec2(&padding_mask(&tokens, 0)), vec![vec![0, 0, 1, 1], vec![0, 0, 0, 1]]);
+        assert_eq!(
+            to_vec2(&padding_mask(&tokens, 0)),
+            vec![vec![0, 0, 1, 1], vec![0, 0, 0, 1]]
+        );
         let lengths = Tensor::from_slice(&[2i64, 3]);
-        assert_eq!(to_vec2(&length_mask(&lengths, 4)), vec![vec![0, 0, 1, 1], vec![0, 0, 0, 1]]);
+        assert_eq!(
+            to_vec2(&length_mask(&lengths, 4)),
+            vec![vec![0, 0, 1, 1], vec![0, 0, 0, 1]]
+        );
     }
 
     #[test]
@@ -62,6 +68,9 @@ mod tests {
     #[test]
     fn bias_is_zero_or_large_negative() {
         let bias = attention_bias(&causal_mask(2, Device::Cpu), Kind::Float);
-        assert_eq!(Vec::<Vec<f32>>::try_from(bias).unwrap(), vec![vec![0.0, -1e9], vec![0.0, 0.0]]);
+        assert_eq!(
+            Vec::<Vec<f32>>::try_from(bias).unwrap(),
+            vec![vec![0.0, -1e9], vec![0.0, 0.0]]
+        );
     }
 }

@@ -29,6 +29,12 @@ mod tests {
         let vs = VarStore::new(Device::Cpu);
         let _linear = nn::linear(vs.root() / "proj", 10, 4, Default::default()); // 44
         let _counts = vs.root().zeros_no_train("ema_counts", &[7]);
-        assert_eq!(count_parameters(&vs), ParamCount { trainable: 44, total: 51 });
+        assert_eq!(
+            count_parameters(&vs),
+            ParamCount {
+                trainable: 44,
+                total: 51
+            }
+        );
     }
 }

@@ -31,7 +31,8 @@ mod tests {
     #[test]
     fn matches_the_closed_form() {
         let (len, channels) = (7i64, 8i64);
-        let got = Vec::<Vec<f32>>::try_from(sinusoidal_positions(len, channels, 3, Device::Cpu)).unwrap();
+        let got =
+            Vec::<Vec<f32>>::try_from(sinusoidal_positions(len, channels, 3, Device::Cpu)).unwrap();
         let n = channels / 2;
         for p in 0..len {
             for i in 0..n {

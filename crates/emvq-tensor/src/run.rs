@@ -31,15 +31,24 @@ impl RunDir {
     /// Creates (or reopens) `<runs_root>/<stage>/<name>/`.
     pub fn create(runs_root: &Path, stage: &str, name: &str) -> Result<Self, RunError> {
         let root = runs_root.join(stage).join(name);
-        fs::create_dir_all(&root).map_err(|source| RunError::Io { path: root.clone(), source })?;
+        fs::create_dir_all(&root).map_err(|source| RunError::Io {
+            path: root.clone(),
+            source,
+        })?;
         Ok(Self { root })
     }
 
     /// Opens an existing run directory.
     pub fn open(root: &Path) -> Result<Self, RunError> {
         if !root.join("config.toml").is_file() {
-            let source = io::Error::new(io::ErrorKind::NotFound, "no config.toml: not a run directory");
-            return Err(RunError::Io { path: root.into(), source });
+            let source = io::Error::new(
+                io::ErrorKind::NotFound,
+                "no config.toml: not a run directory",
+            );
+            return Err(RunError::Io {
+                path: root.into(),
+                source,
+            });
         }
         Ok(Self { root: root.into() })
     }
@@ -68,8 +77,10 @@ impl RunDir {
     /// Saves the resolved config (every default filled in) as `config.toml`.
     pub fn save_config<T: Serialize>(&self, config: &T) -> Result<(), RunError> {
         let path = self.config_path();
-        let text = toml::to_string_pretty(config)
-            .map_err(|e| RunError::Serialize { path: path.clone(), message: e.to_string() })?;
+        let text = toml::to_string_pretty(config).map_err(|e| RunError::Serialize {
+            path: path.clone(),
+            message: e.to_string(),
+        })?;
         write_atomic(&path, text.as_bytes()).map_err(|source| RunError::Io { path, source })
     }
 
@@ -80,11 +91,20 @@ impl RunDir {
     /// Appends one JSON object to `metrics.jsonl` (one write per line).
     pub fn log_metrics<T: Serialize>(&self, record: &T) -> Result<(), RunError> {
         let path = self.metrics_path();
-        let mut line = serde_json::to_string(record)
-            .map_err(|e| RunError::Serialize { path: path.clone(), message: e.to_string() })?;
+        let mut line = serde_json::to_string(record).map_err(|e| RunError::Serialize {
+            path: path.clone(),
+            message: e.to_string(),
+        })?;
         line.push('\n');
-        let io_err = |source| RunError::Io { path: path.clone(), source };
-        let mut file: File = OpenOptions::new().create(true).append(true).open(&path).map_err(io_err)?;
+        let io_err = |source| RunError::Io {
+            path: path.clone(),
+            source,
+        };
+        let mut file: File = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&path)
+            .map_err(io_err)?;
         file.write_all(line.as_bytes()).map_err(io_err)
     }
 }
@@ -108,11 +128,22 @@ mod tests {
         assert!(run.path().ends_with("teacher/small"));
         assert!(run.path().is_dir());
         assert!(run.checkpoint_dir().starts_with(run.path()));
-        let cfg = Cfg { name: "small".into(), steps: 10 };
+        let cfg = Cfg {
+            name: "small".into(),
+            steps: 10,
+        };
         run.save_config(&cfg).unwrap();
-        assert_eq!(RunDir::open(run.path()).unwrap().load_config::<Cfg>().unwrap(), cfg);
-        run.log_metrics(&serde_json::json!({"step": 1, "loss": 2.5})).unwrap();
-        run.log_metrics(&serde_json::json!({"step": 2, "loss": 2.0})).unwrap();
+        assert_eq!(
+            RunDir::open(run.path())
+                .unwrap()
+                .load_config::<Cfg>()
+                .unwrap(),
+            cfg
+        );
+        run.log_metrics(&serde_json::json!({"step": 1, "loss": 2.5}))
+            .unwrap();
+        run.log_metrics(&serde_json::json!({"step": 2, "loss": 2.0}))
+            .unwrap();
         let lines = fs::read_to_string(run.metrics_path()).unwrap();
         assert_eq!(lines.lines().count(), 2);
         assert!(RunDir::open(tmp.path()).is_err());

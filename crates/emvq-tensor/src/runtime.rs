@@ -29,7 +29,8 @@ pub enum CudaBackend {
 pub fn load_cuda_backend() -> &'static CudaBackend {
     static BACKEND: OnceLock<CudaBackend> = OnceLock::new();
     BACKEND.get_or_init(|| {
-        let name = std::env::var("EMVQ_TORCH_CUDA_LIB").unwrap_or_else(|_| "libtorch_cuda.so".into());
+        let name =
+            std::env::var("EMVQ_TORCH_CUDA_LIB").unwrap_or_else(|_| "libtorch_cuda.so".into());
         let mut candidates = vec![name.clone()];
         // The LibTorch this binary was built against, in case the loader's
         // search path (rpath, LD_LIBRARY_PATH) does not reach it.
@@ -42,14 +43,19 @@ pub fn load_cuda_backend() -> &'static CudaBackend {
         for candidate in candidates {
             let c_name = CString::new(candidate).expect("library name without NUL");
             // SAFETY: dlopen with a valid C string; the handle is never closed.
-            let handle = unsafe { libc::dlopen(c_name.as_ptr(), libc::RTLD_NOW | libc::RTLD_GLOBAL) };
+            let handle =
+                unsafe { libc::dlopen(c_name.as_ptr(), libc::RTLD_NOW | libc::RTLD_GLOBAL) };
             if !handle.is_null() {
                 return CudaBackend::Loaded;
             }
             // SAFETY: dlerror returns a thread-local C string or null.
             let err = unsafe { libc::dlerror() };
             if !err.is_null() {
-                reasons.push(unsafe { CStr::from_ptr(err) }.to_string_lossy().into_owned());
+                reasons.push(
+                    unsafe { CStr::from_ptr(err) }
+                        .to_string_lossy()
+                        .into_owned(),
+                );
             }
         }
         CudaBackend::Unavailable(reasons.first().cloned().unwrap_or_else(|| "unknown".into()))
@@ -110,7 +116,11 @@ impl RuntimeInfo {
             libtorch_path: libtorch_path(),
             cuda_backend,
             cuda_available,
-            cuda_device_count: if cuda_available { tch::Cuda::device_count() } else { 0 },
+            cuda_device_count: if cuda_available {
+                tch::Cuda::device_count()
+            } else {
+                0
+            },
             cudnn_available,
             cudnn_version: cudnn_available.then(tch::utils::version_cudnn),
             cpu_threads: tch::get_num_threads(),

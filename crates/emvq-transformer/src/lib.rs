@@ -66,6 +66,7 @@ pub use optim::{Adam, AdamConfig, LrSchedule};
 pub use search::{beam_search, greedy, length_penalty, Hypothesis, SearchConfig};
 pub use stack::{Decoder, DecoderCache, Encoder, StackConfig};
 pub use train::{
-    average_checkpoints, evaluate, load_training_checkpoint, save_training_checkpoint, step_seed,
-    train_step, train_step_with, with_bf16_autocast, cuda_autocast_dtype, EvalStats, StepConfig, StepStats,
+    average_checkpoints, cuda_autocast_dtype, evaluate, load_training_checkpoint,
+    save_training_checkpoint, step_seed, train_step, train_step_with, with_bf16_autocast,
+    EvalStats, StepConfig, StepStats,
 };

@@ -77,7 +77,7 @@ pub fn label_smoothed_cross_entropy(
             let (z_max, argmax) = z32.f_max_dim(-1, true)?; // [n, 1] each
             let mut p = z32.f_softmax(-1, Kind::Float)?; // [n, vocab]
             let lse = z_max.f_sub(&p.f_gather(1, &argmax, false)?.f_log()?)?; // [n, 1]
-            // p − q, zero on padding rows.
+                                                                              // p − q, zero on padding rows.
             let n = y.size()[0];
             let hit = Tensor::f_full([n, 1], smoothing - 1.0, (Kind::Float, z.device()))?;
             let _ = p.f_scatter_add_(1, &y, &hit)?;
@@ -160,7 +160,9 @@ mod tests {
     /// The textbook form: log_softmax, gather, mean, masked sum.
     fn reference(logits: &Tensor, target: &Tensor, eps: f64, pad: i64) -> Tensor {
         let lprobs = logits.log_softmax(-1, Kind::Float);
-        let nll = -lprobs.gather(-1, &target.unsqueeze(-1), false).squeeze_dim(-1);
+        let nll = -lprobs
+            .gather(-1, &target.unsqueeze(-1), false)
+            .squeeze_dim(-1);
         let smooth = -lprobs.mean_dim(-1, false, Kind::Float);
         let keep = target.ne(pad).to_kind(Kind::Float);
         ((nll * (1.0 - eps) + smooth * eps) * keep).sum(Kind::Float)

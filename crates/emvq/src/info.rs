@@ -21,11 +21,26 @@ pub fn run(spec: DeviceSpec, json: bool) -> Result<()> {
     println!("emvq            {}", env!("CARGO_PKG_VERSION"));
     println!("tch             {}", info.tch_version);
     println!("libtorch        {}", or_unknown(info.libtorch_version));
-    println!("library         {}", or_unknown(info.libtorch_path.map(|p| p.display().to_string())));
+    println!(
+        "library         {}",
+        or_unknown(info.libtorch_path.map(|p| p.display().to_string()))
+    );
     println!("cuda backend    {}", info.cuda_backend);
-    println!("cuda available  {} ({} device(s))", info.cuda_available, info.cuda_device_count);
-    println!("cudnn           {} {}", info.cudnn_available, info.cudnn_version.map(|v| v.to_string()).unwrap_or_default());
-    println!("cpu threads     {} (inter-op {}), mkl {}, openmp {}", info.cpu_threads, info.cpu_interop_threads, info.mkl, info.openmp);
+    println!(
+        "cuda available  {} ({} device(s))",
+        info.cuda_available, info.cuda_device_count
+    );
+    println!(
+        "cudnn           {} {}",
+        info.cudnn_available,
+        info.cudnn_version
+            .map(|v| v.to_string())
+            .unwrap_or_default()
+    );
+    println!(
+        "cpu threads     {} (inter-op {}), mkl {}, openmp {}",
+        info.cpu_threads, info.cpu_interop_threads, info.mkl, info.openmp
+    );
     println!("tensor check    {device:?}: max |device − cpu| = {check:.2e}");
     Ok(())
 }
@@ -37,8 +52,15 @@ fn tensor_check(device: Device) -> Result<f64> {
     let a = Tensor::randn([256, 128], (Kind::Float, Device::Cpu));
     let b = Tensor::randn([128, 64], (Kind::Float, Device::Cpu));
     let on_cpu = a.matmul(&b).softmax(-1, Kind::Float);
-    let on_device = a.to(device).matmul(&b.to(device)).softmax(-1, Kind::Float).to(Device::Cpu);
+    let on_device = a
+        .to(device)
+        .matmul(&b.to(device))
+        .softmax(-1, Kind::Float)
+        .to(Device::Cpu);
     let diff = (on_device - &on_cpu).abs().max().double_value(&[]);
-    ensure!(diff < 1e-3, "tensor check on {device:?} differs from the CPU by {diff}");
+    ensure!(
+        diff < 1e-3,
+        "tensor check on {device:?} differs from the CPU by {diff}"
+    );
     Ok(diff)
 }

@@ -23,7 +23,11 @@ use clap::{Parser, Subcommand};
 use emvq_tensor::DeviceSpec;
 
 #[derive(Parser)]
-#[command(name = "emvq", version, about = "Discrete-latent sequence models: VQ-VAE with EM (Roy et al. 2018)")]
+#[command(
+    name = "emvq",
+    version,
+    about = "Discrete-latent sequence models: VQ-VAE with EM (Roy et al. 2018)"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,

@@ -106,7 +106,10 @@ pub struct NatDecodeSettings {
 
 impl NatDecodeSettings {
     pub fn nat(&self) -> NatDecode {
-        NatDecode { latent_beam: self.latent_beam, ..Default::default() }
+        NatDecode {
+            latent_beam: self.latent_beam,
+            ..Default::default()
+        }
     }
 }
 
@@ -132,7 +135,11 @@ impl NatKind for NatConfig {
     fn describe(&self, name: &str) -> String {
         format!(
             "NAT {name} ({:?} bottleneck, {} bits × {} slices, k = {}, length {:?})",
-            self.bottleneck.kind, self.bottleneck.bits, self.bottleneck.slices, self.compress_steps, self.length.rule
+            self.bottleneck.kind,
+            self.bottleneck.bits,
+            self.bottleneck.slices,
+            self.compress_steps,
+            self.length.rule
         )
     }
 
@@ -141,7 +148,11 @@ impl NatKind for NatConfig {
         let bn = model.bottleneck();
         let usage = || CodeUsage::new(bn.slices(), bn.codebook_size());
         let (train_usage, valid_usage) = (usage(), usage());
-        Ok(Box::new(LatentHook { model, train_usage, valid_usage }))
+        Ok(Box::new(LatentHook {
+            model,
+            train_usage,
+            valid_usage,
+        }))
     }
 }
 
@@ -161,7 +172,11 @@ impl NatHook for LatentHook {
     fn loss(&mut self, src: &Tensor, tgt: &Tensor, step: i64, train: bool) -> Result<NatLoss> {
         let (loss, codes) = self.model.loss_with_codes(src, tgt, step, train)?;
         if let Some(c) = codes {
-            let usage = if train { &mut self.train_usage } else { &mut self.valid_usage };
+            let usage = if train {
+                &mut self.train_usage
+            } else {
+                &mut self.valid_usage
+            };
             usage.add_codes(&c.codes)?;
         }
         Ok(loss)
@@ -171,7 +186,11 @@ impl NatHook for LatentHook {
     /// validation records: `ppl` (of the token NLL), `code_perplexity` and
     /// `codes_used` per slice.
     fn finish_record(&mut self, record: &mut serde_json::Value, train: bool) -> Result<()> {
-        let usage = if train { &mut self.train_usage } else { &mut self.valid_usage };
+        let usage = if train {
+            &mut self.train_usage
+        } else {
+            &mut self.valid_usage
+        };
         if !train {
             record["ppl"] = serde_json::json!((record["token_nll"].as_f64().unwrap_or(0.0)).exp());
         }
@@ -237,7 +256,12 @@ pub(crate) fn teacher_weights(teacher: &Path) -> Result<PathBuf> {
     [teacher.join(MODEL_FILE), keeper.best_path()]
         .into_iter()
         .find(|p| p.is_file())
-        .with_context(|| format!("teacher run {} has no model.safetensors or best checkpoint", teacher.display()))
+        .with_context(|| {
+            format!(
+                "teacher run {} has no model.safetensors or best checkpoint",
+                teacher.display()
+            )
+        })
 }
 
 /// A trained NAT ready to decode.
@@ -278,7 +302,14 @@ pub fn load_nat_unthreaded(run_dir: &Path, device: Option<DeviceSpec>) -> Result
         .or(keeper.latest()?)
         .with_context(|| format!("run {} has no model or checkpoint", run_dir.display()))?;
     Checkpoint::load(&weights)?.restore_into(&vs, &weights)?;
-    Ok(LoadedNat { config, tokenizer, model, vs, device, weights })
+    Ok(LoadedNat {
+        config,
+        tokenizer,
+        model,
+        vs,
+        device,
+        weights,
+    })
 }
 
 #[cfg(test)]
@@ -292,9 +323,12 @@ mod tests {
         for file in ["nat_em", "nat_vq", "nat_em_nc4", "nat_em_paper"] {
             let path = root.join(format!("configs/multi30k/{file}.toml"));
             let config: NatRunConfig = load_toml(&path).unwrap();
-            config.validate().unwrap_or_else(|e| panic!("{file}: {e:#}"));
+            config
+                .validate()
+                .unwrap_or_else(|e| panic!("{file}: {e:#}"));
         }
-        let paper: NatRunConfig = load_toml(&root.join("configs/multi30k/nat_em_paper.toml")).unwrap();
+        let paper: NatRunConfig =
+            load_toml(&root.join("configs/multi30k/nat_em_paper.toml")).unwrap();
         assert_eq!(paper.model.length.rule, emvq_latent::LengthRule::T2t);
         assert_eq!(paper.model.predictor_layers, paper.model.decoder_layers);
         assert_eq!(paper.model.bottleneck.bits, 12);

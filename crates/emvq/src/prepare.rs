@@ -29,7 +29,10 @@ struct SplitStats {
 
 pub fn run(config_path: &Path, runs_root: &Path) -> Result<PathBuf> {
     let config: PrepareConfig = load_toml(config_path)?;
-    config.data.validate().with_context(|| format!("config {}", config_path.display()))?;
+    config
+        .data
+        .validate()
+        .with_context(|| format!("config {}", config_path.display()))?;
     let run = RunDir::create(runs_root, "data", &config.name)?;
     emvq_tensor::logging::init_logging(Some(&run.log_path()))?;
     run.save_config(&config)?;
@@ -52,7 +55,10 @@ pub fn run(config_path: &Path, runs_root: &Path) -> Result<PathBuf> {
     for s in &splits {
         tracing::info!(
             "{:<18} {:>6} pairs, {:>7} source and {:>7} target tokens (EOS included)",
-            s.name, s.pairs, s.source_tokens, s.target_tokens
+            s.name,
+            s.pairs,
+            s.source_tokens,
+            s.target_tokens
         );
     }
     let t = &prepared.timings;
@@ -69,11 +75,16 @@ pub fn run(config_path: &Path, runs_root: &Path) -> Result<PathBuf> {
         "splits": splits,
         "seconds": { "read": t.read.as_secs_f64(), "bpe": t.bpe.as_secs_f64(), "encode": t.encode.as_secs_f64() },
     });
-    write_atomic(&run.path().join("stats.json"), serde_json::to_string_pretty(&stats)?.as_bytes())?;
+    write_atomic(
+        &run.path().join("stats.json"),
+        serde_json::to_string_pretty(&stats)?.as_bytes(),
+    )?;
     tracing::info!(
         "vocabulary of {} in {}; prepared in {:.1} s",
         prepared.tokenizer.vocab_size(),
-        run.path().join(emvq_data::tokenizer::TOKENIZER_FILE).display(),
+        run.path()
+            .join(emvq_data::tokenizer::TOKENIZER_FILE)
+            .display(),
         t.read.as_secs_f64() + t.bpe.as_secs_f64() + t.encode.as_secs_f64()
     );
     Ok(run.path().to_path_buf())

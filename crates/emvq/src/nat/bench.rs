@@ -10,7 +10,8 @@
 //! only on the lengths: the `oracle` rule decodes at the reference length, a
 //! stand-in for a trained length classifier, whose own cost is one linear
 //! layer). With `--run DIR` the trained NAT is timed with its own length rule
-//! and its BLEU on the split is printed too. Variants alternate sentence by
+//! (and, when `--rules` names `oracle`, at the reference lengths) and its
+//! BLEU on the split is printed too. Variants alternate sentence by
 //! sentence. Times are the decoding thread's CPU time
 //! ([`thread_cpu_seconds`], 1 LibTorch thread): on a shared machine wall-clock
 //! time also counts the waits for other processes.
@@ -106,7 +107,11 @@ fn median(v: &[f64]) -> f64 {
         return f64::NAN;
     }
     let m = s.len() / 2;
-    if s.len() % 2 == 1 { s[m] } else { (s[m - 1] + s[m]) / 2.0 }
+    if s.len() % 2 == 1 {
+        s[m]
+    } else {
+        (s[m - 1] + s[m]) / 2.0
+    }
 }
 
 fn mean(v: impl Iterator<Item = f64>) -> f64 {
@@ -136,22 +141,39 @@ pub fn run(args: &BenchArgs) -> Result<()> {
         .with_context(|| format!("split {:?} of {}", args.split, data_dir.display()))?;
     let all: Vec<usize> = (0..raw.len()).collect();
     let encoded = encode_corpus(&teacher.tokenizer, &raw, &all)?;
-    let n = if args.sentences == 0 { raw.len() } else { args.sentences.min(raw.len()) };
+    let n = if args.sentences == 0 {
+        raw.len()
+    } else {
+        args.sentences.min(raw.len())
+    };
     ensure!(n > 0, "no sentences to time");
 
     let mut variants = Vec::new();
     match &args.run {
         Some(dir) => {
-            let nat = load_nat_unthreaded(dir, Some(emvq_tensor::DeviceSpec::Cpu))?;
-            variants.push(Variant {
-                name: format!("{} ({:?} length)", dir.display(), nat.config.model.length.rule),
-                model: nat.model,
-                oracle: false,
-                _vs: nat.vs,
-                totals: Vec::new(),
-                stats: Vec::new(),
-                outputs: Vec::new(),
-            });
+            // Its own length rule, and the reference lengths when `--rules`
+            // names `oracle` (how much BLEU the length rule costs).
+            let oracle_too = args.rules.iter().any(|r| r == "oracle");
+            for oracle in [false, true] {
+                if oracle && !oracle_too {
+                    continue;
+                }
+                let nat = load_nat_unthreaded(dir, Some(emvq_tensor::DeviceSpec::Cpu))?;
+                let rule = if oracle {
+                    "reference".to_string()
+                } else {
+                    format!("{:?}", nat.config.model.length.rule)
+                };
+                variants.push(Variant {
+                    name: format!("{} ({rule} length)", dir.display()),
+                    model: nat.model,
+                    oracle,
+                    _vs: nat.vs,
+                    totals: Vec::new(),
+                    stats: Vec::new(),
+                    outputs: Vec::new(),
+                });
+            }
         }
         None => {
             for rule in &args.rules {
@@ -165,7 +187,9 @@ pub fn run(args: &BenchArgs) -> Result<()> {
                         m.length.rule = match rule.as_str() {
                             "t2t" => LengthRule::T2t,
                             "ratio" | "oracle" => LengthRule::Ratio,
-                            other => anyhow::bail!("--rules: unknown rule {other:?} (t2t, ratio, oracle)"),
+                            other => anyhow::bail!(
+                                "--rules: unknown rule {other:?} (t2t, ratio, oracle)"
+                            ),
                         };
                         m.max_positions = m.round_up(m.max_positions.max(2 * 256));
                         tch::manual_seed(config.seed as i64);
@@ -206,7 +230,8 @@ pub fn run(args: &BenchArgs) -> Result<()> {
             let src = pad_rows(&[s.as_slice()], v.model.config().pad_id, device);
             let lens = [t.len() as i64];
             let (out, stats) =
-                v.model.translate_at_lengths(&src, v.oracle.then_some(&lens[..]), &settings)?;
+                v.model
+                    .translate_at_lengths(&src, v.oracle.then_some(&lens[..]), &settings)?;
             v.totals.push((thread_cpu_seconds() - start) * 1e3);
             v.stats.push(stats);
             v.outputs.push(out[0].iter().map(|&x| x as u32).collect());
@@ -238,7 +263,11 @@ pub fn run(args: &BenchArgs) -> Result<()> {
             latent_steps: mean(v.stats.iter().map(|s| s.latent_steps as f64)),
             target_len: mean(v.stats.iter().map(|s| s.lengths[0] as f64)),
             speedup_vs_greedy: greedy_mean / total,
-            bleu: args.run.is_some().then(|| bleu.corpus_score(&hyps).map(|b| b.score)).transpose()?,
+            bleu: args
+                .run
+                .is_some()
+                .then(|| bleu.corpus_score(&hyps).map(|b| b.score))
+                .transpose()?,
         });
     }
     println!(
