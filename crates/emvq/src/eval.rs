@@ -22,6 +22,7 @@ use anyhow::{ensure, Context, Result};
 use clap::Args;
 use emvq_bleu::{Bleu, BleuConfig, Chrf, ChrfConfig, StatsMetric};
 use emvq_data::{prepare::encode_corpus, read_parallel, SubwordTokenizer, TranslationDataConfig};
+use emvq_latent::Score;
 use emvq_tensor::{fsutil::write_atomic, DeviceSpec};
 use emvq_transformer::Seq2Seq;
 use serde::Serialize;
@@ -59,6 +60,10 @@ pub struct EvalArgs {
     /// teacher.
     #[arg(long)]
     pub rescore: Option<usize>,
+    /// NAT runs: how the teacher ranks the `--rescore` candidates
+    /// (`log_prob` | `per_token`; default: the run's `[decode] rescore_score`).
+    #[arg(long, value_parser = parse_score)]
+    pub rescore_score: Option<Score>,
     /// NAT runs: softmax temperature of the sampled latents (`--rescore`).
     #[arg(long, default_value_t = 1.0)]
     pub temperature: f64,
@@ -67,6 +72,14 @@ pub struct EvalArgs {
     pub teacher: Option<PathBuf>,
     #[arg(long)]
     pub device: Option<DeviceSpec>,
+}
+
+fn parse_score(text: &str) -> std::result::Result<Score, String> {
+    match text {
+        "log_prob" => Ok(Score::LogProb),
+        "per_token" => Ok(Score::PerToken),
+        other => Err(format!("unknown score {other:?} (log_prob, per_token)")),
+    }
 }
 
 /// A score with its sacreBLEU-style signature and text line.
@@ -217,6 +230,8 @@ pub struct NatSplitResult {
     pub sentences: usize,
     /// Candidates rescored by the teacher per sentence (none: one pass).
     pub rescore: Option<usize>,
+    /// How the teacher ranked the candidates (with `rescore`).
+    pub rescore_score: Option<Score>,
     pub latent_beam: usize,
     pub bleu: Scored,
     pub chrf: Scored,
@@ -256,6 +271,9 @@ pub fn run_nat(args: &EvalArgs) -> Result<NatSplitResult> {
     );
     let mut nat = load_nat_run(&args.run, args.device)?;
     nat.decode.temperature = args.temperature;
+    if let Some(score) = args.rescore_score {
+        nat.rescore_score = score;
+    }
     let (sources, refs) = read_split(&nat.data, &nat.tokenizer, &args.split)?;
     let n_latency = args
         .latency_sentences
@@ -291,9 +309,14 @@ pub fn run_nat(args: &EvalArgs) -> Result<NatSplitResult> {
         }
     };
     let hyps = nat.tokenizer.decode_batch(&out)?;
+    // Per-token rescoring is stored beside the paper's log-probability.
+    let score_suffix = match nat.rescore_score {
+        Score::LogProb => "",
+        Score::PerToken => ".per_token",
+    };
     let suffix = args
         .rescore
-        .map_or("nat".to_string(), |s| format!("rescore{s}"));
+        .map_or("nat".to_string(), |s| format!("rescore{s}{score_suffix}"));
     let translations = args
         .run
         .join("translations")
@@ -307,6 +330,7 @@ pub fn run_nat(args: &EvalArgs) -> Result<NatSplitResult> {
         kind: nat.kind,
         sentences: sources.len(),
         rescore: args.rescore,
+        rescore_score: args.rescore.map(|_| nat.rescore_score),
         latent_beam: nat.decode.latent_beam,
         bleu: bleu_of(&hyps, &refs)?,
         chrf: chrf_of(&hyps, &refs)?,
@@ -320,11 +344,16 @@ pub fn run_nat(args: &EvalArgs) -> Result<NatSplitResult> {
     };
     let key = match args.rescore {
         None => args.split.clone(),
-        Some(s) => format!("{}.rescore{s}", args.split),
+        Some(s) => format!("{}.rescore{s}{score_suffix}", args.split),
     };
     let path = store_result(&args.run, &key, serde_json::to_value(&result)?)?;
     let how = args.rescore.map_or("one pass".to_string(), |s| {
-        format!("best of {s} rescored by the teacher")
+        let per_token = if score_suffix.is_empty() {
+            ""
+        } else {
+            ", per token"
+        };
+        format!("best of {s} rescored by the teacher{per_token}")
     });
     println!("{} ({how})", result.bleu.line);
     println!("{}", result.chrf.line);

@@ -28,7 +28,7 @@ use anyhow::{ensure, Context, Result};
 use clap::Args;
 use emvq_bottleneck::CodeUsage;
 use emvq_data::{SubwordTokenizer, TranslationDataConfig};
-use emvq_latent::{LatentNat, NatConfig, NatDecode, NatLoss, NatModel};
+use emvq_latent::{LatentNat, NatConfig, NatDecode, NatLoss, NatModel, Score};
 use emvq_tensor::{Checkpoint, DeviceSpec, RunDir};
 use emvq_transformer::CheckpointKeeper;
 use serde::{Deserialize, Serialize};
@@ -102,6 +102,11 @@ pub struct NatDecodeSettings {
     pub latent_beam: usize,
     /// Sentences per decoding batch.
     pub batch_sentences: usize,
+    /// How the teacher ranks candidates (`--rescore S`, NPD): `log_prob`
+    /// (the paper's, summed over tokens; favours short candidates) or
+    /// `per_token` (divided by the candidate's length + 1).
+    #[serde(default)]
+    pub rescore_score: Score,
 }
 
 impl NatDecodeSettings {

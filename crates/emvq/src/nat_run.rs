@@ -17,7 +17,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{bail, Context, Result};
 use emvq_bottleneck::BottleneckKind;
 use emvq_data::{SubwordTokenizer, TranslationDataConfig, EOS_ID};
-use emvq_latent::{rescore, LatentNat, NatDecode, NatModel, PlainNat, PlainNatConfig};
+use emvq_latent::{rescore_by, LatentNat, NatDecode, NatModel, PlainNat, PlainNatConfig, Score};
 use emvq_tensor::{Checkpoint, DeviceSpec, RunDir};
 use emvq_transformer::{CheckpointKeeper, Seq2Seq};
 use serde::Serialize;
@@ -101,6 +101,8 @@ pub struct LoadedNatRun {
     pub data: TranslationDataConfig,
     pub decode: NatDecode,
     pub batch_sentences: usize,
+    /// How the teacher ranks candidates in [`LoadedNatRun::translate_one`].
+    pub rescore_score: Score,
     /// Bottleneck of a latent NAT: kind, bits, slices n_c.
     pub bottleneck: Option<(BottleneckKind, u32, i64)>,
     max_positions: i64,
@@ -146,7 +148,14 @@ impl LoadedNatRun {
         let src = self.source_tensor(source); // [1, src_len]
         let tokens = match rescorer {
             None => self.model().translate(&src, &self.decode)?.swap_remove(0),
-            Some((teacher, s)) => rescore(self.model(), teacher, &src, s, &self.decode)?,
+            Some((teacher, s)) => rescore_by(
+                self.model(),
+                teacher,
+                &src,
+                s,
+                &self.decode,
+                self.rescore_score,
+            )?,
         };
         Ok(to_u32(tokens))
     }
@@ -294,6 +303,7 @@ pub fn load_nat_run(run_dir: &Path, device: Option<DeviceSpec>) -> Result<Loaded
                 teacher: cfg.teacher.clone(),
                 decode: cfg.decode.nat(),
                 batch_sentences: cfg.decode.batch_sentences,
+                rescore_score: cfg.decode.rescore_score,
                 data: cfg.data,
                 bottleneck,
             })
@@ -320,6 +330,7 @@ pub fn load_nat_run(run_dir: &Path, device: Option<DeviceSpec>) -> Result<Loaded
                 teacher: cfg.teacher.clone(),
                 decode: cfg.decode.nat(),
                 batch_sentences: cfg.decode.batch_sentences,
+                rescore_score: cfg.decode.rescore_score,
                 data: cfg.data,
                 bottleneck: None,
             })

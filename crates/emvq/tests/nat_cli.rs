@@ -221,6 +221,45 @@ fn nat_runs_eval_translate_and_bench_latency() {
             .unwrap()
             .ends_with("runs/teacher/tiny"));
         assert!(best["bleu"]["score"].as_f64().unwrap() >= 0.0);
+        assert_eq!(best["rescore_score"], "log_prob");
+        // Per-token ranking is stored beside it, not over it.
+        ok(emvq(
+            w,
+            &[
+                "eval",
+                "--run",
+                run,
+                "--rescore",
+                "3",
+                "--rescore-score",
+                "per_token",
+            ],
+        ));
+        let results = json(&w.join(run).join("results.json"));
+        assert_eq!(
+            results["test_2016_flickr.rescore3"]["rescore_score"],
+            "log_prob"
+        );
+        let per_token = &results["test_2016_flickr.rescore3.per_token"];
+        assert_eq!(per_token["rescore_score"], "per_token");
+        assert!(per_token["translations"]
+            .as_str()
+            .unwrap()
+            .ends_with("test_2016_flickr.rescore3.per_token.txt"));
+        assert!(!emvq(
+            w,
+            &[
+                "eval",
+                "--run",
+                run,
+                "--rescore",
+                "3",
+                "--rescore-score",
+                "best"
+            ]
+        )
+        .status
+        .success());
         // Options of the other kind of run are refused.
         assert!(!emvq(w, &["eval", "--run", run, "--beam", "2"])
             .status
