@@ -111,15 +111,7 @@ fn install(set: Set, dir: &Path) -> Result<()> {
         set.name(),
         dir.display()
     );
-    let mut pip = Command::new(python());
-    pip.args([
-        "-m",
-        "pip",
-        "install",
-        "--disable-pip-version-check",
-        "--no-warn-script-location",
-        "--quiet",
-    ]);
+    let mut pip = pip_install();
     pip.arg("--target").arg(&partial);
     match set {
         Set::Cpu => pip.arg("--no-deps").args(CPU_SET),
@@ -142,6 +134,20 @@ fn install(set: Set, dir: &Path) -> Result<()> {
         .with_context(|| format!("moving {} into place", partial.display()))?;
     eprintln!("setup: LibTorch ready at {}", local_libtorch().display());
     Ok(())
+}
+
+/// `python -m pip install`, quiet, without version or script warnings.
+fn pip_install() -> Command {
+    let mut pip = Command::new(python());
+    pip.args([
+        "-m",
+        "pip",
+        "install",
+        "--disable-pip-version-check",
+        "--no-warn-script-location",
+        "--quiet",
+    ]);
+    pip
 }
 
 /// The Python interpreter: `PYTHON` or `python3`.
@@ -171,15 +177,7 @@ pub fn ensure_python_tool(module: &str, requirement: &str) -> Result<()> {
         "setup: installing {requirement} into {} for the benchmarks ...",
         dir.display()
     );
-    let mut pip = Command::new(python());
-    pip.args([
-        "-m",
-        "pip",
-        "install",
-        "--disable-pip-version-check",
-        "--no-warn-script-location",
-        "--quiet",
-    ]);
+    let mut pip = pip_install();
     pip.arg("--target").arg(&dir).arg(requirement);
     run(&mut pip)
 }
