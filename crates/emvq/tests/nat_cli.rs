@@ -223,18 +223,21 @@ fn nat_runs_eval_translate_and_bench_latency() {
         assert!(best["bleu"]["score"].as_f64().unwrap() >= 0.0);
         assert_eq!(best["rescore_score"], "log_prob");
         // Per-token ranking is stored beside it, not over it.
-        ok(emvq(
-            w,
-            &[
-                "eval",
-                "--run",
-                run,
-                "--rescore",
-                "3",
-                "--rescore-score",
-                "per_token",
-            ],
-        ));
+        let rescore_by = |score: &str| {
+            emvq(
+                w,
+                &[
+                    "eval",
+                    "--run",
+                    run,
+                    "--rescore",
+                    "3",
+                    "--rescore-score",
+                    score,
+                ],
+            )
+        };
+        ok(rescore_by("per_token"));
         let results = json(&w.join(run).join("results.json"));
         assert_eq!(
             results["test_2016_flickr.rescore3"]["rescore_score"],
@@ -246,20 +249,7 @@ fn nat_runs_eval_translate_and_bench_latency() {
             .as_str()
             .unwrap()
             .ends_with("test_2016_flickr.rescore3.per_token.txt"));
-        assert!(!emvq(
-            w,
-            &[
-                "eval",
-                "--run",
-                run,
-                "--rescore",
-                "3",
-                "--rescore-score",
-                "best"
-            ]
-        )
-        .status
-        .success());
+        assert!(!rescore_by("best").status.success());
         // Options of the other kind of run are refused.
         assert!(!emvq(w, &["eval", "--run", run, "--beam", "2"])
             .status
