@@ -542,6 +542,7 @@ pub fn run(args: &BenchArgs) -> Result<Table> {
             None => ordered.extend(untrained_rows(entry, &list)),
         }
     }
+    name_runs_apart(&mut ordered);
     speedups(&mut ordered);
 
     let table = Table {
@@ -591,6 +592,28 @@ fn ar_untrained(list: &LatencyList, decoding: &str) -> Row {
         speedup_vs_beam: None,
         speedup_vs_greedy: None,
         code_perplexity: None,
+    }
+}
+
+/// Rows of different runs that got the same name (two EM + distillation
+/// runs, say) get their run's folder name appended, so the table tells
+/// them apart.
+fn name_runs_apart(rows: &mut [Row]) {
+    let shared: Vec<String> = rows
+        .iter()
+        .filter(|r| {
+            rows.iter()
+                .any(|o| o.model == r.model && o.run != r.run && o.model != "Autoregressive")
+        })
+        .map(|r| r.model.clone())
+        .collect();
+    for r in rows.iter_mut().filter(|r| shared.contains(&r.model)) {
+        let run = r
+            .run
+            .file_name()
+            .unwrap_or(r.run.as_os_str())
+            .to_string_lossy();
+        r.model = format!("{} ({run})", r.model);
     }
 }
 
@@ -665,6 +688,32 @@ mod tests {
         assert!(
             md.contains("| NAT | one pass | — | — | — | not trained |"),
             "{md}"
+        );
+    }
+
+    #[test]
+    fn rows_of_two_runs_with_one_name_are_told_apart() {
+        let mut rows = vec![
+            row("Autoregressive", "greedy", Some(20.0)),
+            row("VQ-VAE with EM", "one pass", Some(5.0)),
+            row("VQ-VAE with EM", "rescore 10", Some(9.0)),
+            row("VQ-VAE with EM", "one pass", Some(6.0)),
+            row("NAT", "one pass", Some(4.0)),
+        ];
+        rows[1].run = "runs/nat/a".into();
+        rows[2].run = "runs/nat/a".into();
+        rows[3].run = "runs/nat/b".into();
+        name_runs_apart(&mut rows);
+        let names: Vec<&str> = rows.iter().map(|r| r.model.as_str()).collect();
+        assert_eq!(
+            names,
+            [
+                "Autoregressive",
+                "VQ-VAE with EM (a)",
+                "VQ-VAE with EM (a)",
+                "VQ-VAE with EM (b)",
+                "NAT"
+            ]
         );
     }
 
