@@ -29,7 +29,7 @@ use clap::Args;
 use emvq_bottleneck::CodeUsage;
 use emvq_data::{SubwordTokenizer, TranslationDataConfig};
 use emvq_latent::{LatentNat, NatConfig, NatDecode, NatLoss, NatModel, Score};
-use emvq_tensor::{Checkpoint, DeviceSpec, RunDir};
+use emvq_tensor::{DeviceSpec, RunDir};
 use emvq_transformer::CheckpointKeeper;
 use serde::{Deserialize, Serialize};
 use tch::{nn::VarStore, Device, Tensor};
@@ -300,13 +300,7 @@ pub fn load_nat_unthreaded(run_dir: &Path, device: Option<DeviceSpec>) -> Result
     let device = device.unwrap_or(config.device).resolve()?;
     let vs = VarStore::new(device);
     let model = LatentNat::new(vs.root(), &config.model)?;
-    let keeper = CheckpointKeeper::new(&run.checkpoint_dir(), 1)?;
-    let weights = [run_dir.join(MODEL_FILE), keeper.best_path()]
-        .into_iter()
-        .find(|p| p.is_file())
-        .or(keeper.latest()?)
-        .with_context(|| format!("run {} has no model or checkpoint", run_dir.display()))?;
-    Checkpoint::load(&weights)?.restore_into(&vs, &weights)?;
+    let weights = crate::teacher::run_steps::restore_run_weights(run_dir, &vs)?;
     Ok(LoadedNat {
         config,
         tokenizer,

@@ -18,8 +18,8 @@ use anyhow::{bail, Context, Result};
 use emvq_bottleneck::BottleneckKind;
 use emvq_data::{SubwordTokenizer, TranslationDataConfig, EOS_ID};
 use emvq_latent::{rescore_by, LatentNat, NatDecode, NatModel, PlainNat, PlainNatConfig, Score};
-use emvq_tensor::{Checkpoint, DeviceSpec, RunDir};
-use emvq_transformer::{CheckpointKeeper, Seq2Seq};
+use emvq_tensor::{DeviceSpec, RunDir};
+use emvq_transformer::Seq2Seq;
 use serde::Serialize;
 use tch::{nn::VarStore, Device, Tensor};
 
@@ -28,7 +28,7 @@ mod train_plain;
 pub use train_plain::train_plain;
 
 use crate::nat::{pad_rows, NatRunConfig, NatRunConfigOf};
-use crate::teacher::{LoadedTeacher, TeacherConfig, MODEL_FILE};
+use crate::teacher::{LoadedTeacher, TeacherConfig};
 
 /// What a run directory holds.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -236,19 +236,6 @@ pub fn set_threads_once(threads: usize) {
     }
 }
 
-/// Restores a run's weights into `vs`: `model.safetensors`, else the best
-/// checkpoint, else the newest; returns the file.
-fn restore_weights(run_dir: &Path, vs: &VarStore) -> Result<PathBuf> {
-    let keeper = CheckpointKeeper::new(&run_dir.join("checkpoints"), 1)?;
-    let weights = [run_dir.join(MODEL_FILE), keeper.best_path()]
-        .into_iter()
-        .find(|p| p.is_file())
-        .or(keeper.latest()?)
-        .with_context(|| format!("run {} has no model or checkpoint", run_dir.display()))?;
-    Checkpoint::load(&weights)?.restore_into(vs, &weights)?;
-    Ok(weights)
-}
-
 /// Loads a teacher run like `crate::teacher::load_teacher`, but sets the
 /// threads with [`set_threads_once`] (a NAT and its teacher in one process).
 pub fn load_teacher_run(run_dir: &Path, device: Option<DeviceSpec>) -> Result<LoadedTeacher> {
@@ -259,7 +246,7 @@ pub fn load_teacher_run(run_dir: &Path, device: Option<DeviceSpec>) -> Result<Lo
     let device = device.unwrap_or(config.device).resolve()?;
     let vs = VarStore::new(device);
     let model = Seq2Seq::new(vs.root(), &config.model)?;
-    let weights = restore_weights(run_dir, &vs)?;
+    let weights = crate::teacher::run_steps::restore_run_weights(run_dir, &vs)?;
     Ok(LoadedTeacher {
         config,
         tokenizer,
@@ -283,7 +270,7 @@ pub fn load_nat_run(run_dir: &Path, device: Option<DeviceSpec>) -> Result<Loaded
             let device = device.unwrap_or(cfg.device).resolve()?;
             let vs = VarStore::new(device);
             let model = LatentNat::new(vs.root(), &cfg.model)?;
-            let weights = restore_weights(run_dir, &vs)?;
+            let weights = crate::teacher::run_steps::restore_run_weights(run_dir, &vs)?;
             let m = &cfg.model;
             let bottleneck = (!m.bypass_bottleneck).then_some((
                 m.bottleneck.kind,
@@ -316,7 +303,7 @@ pub fn load_nat_run(run_dir: &Path, device: Option<DeviceSpec>) -> Result<Loaded
             let device = device.unwrap_or(cfg.device).resolve()?;
             let vs = VarStore::new(device);
             let model = PlainNat::new(vs.root(), &cfg.model)?;
-            let weights = restore_weights(run_dir, &vs)?;
+            let weights = crate::teacher::run_steps::restore_run_weights(run_dir, &vs)?;
             Ok(LoadedNatRun {
                 kind: RunKind::PlainNat,
                 name: cfg.name.clone(),

@@ -26,7 +26,7 @@ use clap::Args;
 use emvq_data::{
     prepare_translation, Batch, Batcher, DataPosition, SubwordTokenizer, TranslationDataConfig,
 };
-use emvq_tensor::{load_toml, Checkpoint, DeviceSpec, RunDir};
+use emvq_tensor::{load_toml, DeviceSpec, RunDir};
 use emvq_transformer::{
     evaluate, train_step_with, Adam, AdamConfig, CheckpointKeeper, LrSchedule, SearchConfig,
     Seq2Seq, StepConfig, TransformerConfig,
@@ -566,13 +566,7 @@ pub fn load_teacher(run_dir: &Path, device: Option<DeviceSpec>) -> Result<Loaded
     let device = device.unwrap_or(config.device).resolve()?;
     let vs = VarStore::new(device);
     let model = Seq2Seq::new(vs.root(), &config.model)?;
-    let keeper = CheckpointKeeper::new(&run.checkpoint_dir(), 1)?;
-    let weights = [run_dir.join(MODEL_FILE), keeper.best_path()]
-        .into_iter()
-        .find(|p| p.is_file())
-        .or(keeper.latest()?)
-        .with_context(|| format!("run {} has no model or checkpoint", run_dir.display()))?;
-    Checkpoint::load(&weights)?.restore_into(&vs, &weights)?;
+    let weights = crate::teacher::run_steps::restore_run_weights(run_dir, &vs)?;
     Ok(LoadedTeacher {
         config,
         tokenizer,

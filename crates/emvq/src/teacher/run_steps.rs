@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{bail, ensure, Context, Result};
 use emvq_bleu::{Bleu, BleuConfig};
 use emvq_data::{Batcher, DataPosition, PreparedTranslation, TranslationDataConfig};
-use emvq_tensor::{DeviceSpec, RunDir};
+use emvq_tensor::{Checkpoint, DeviceSpec, RunDir};
 use emvq_transformer::keeper::{parse_meta, Saved, STEP_KEY};
 use emvq_transformer::{
     average_checkpoints, load_training_checkpoint, Adam, AdamConfig, CheckpointKeeper, LrSchedule,
@@ -21,7 +21,7 @@ use emvq_transformer::{
 use serde::de::DeserializeOwned;
 use tch::{nn::VarStore, Device, Tensor};
 
-use super::{batch_tensors, CONFIG_KEY, POSITION_KEY, SECONDS_KEY};
+use super::{batch_tensors, CONFIG_KEY, MODEL_FILE, POSITION_KEY, SECONDS_KEY};
 
 /// The command-line options every trainer takes (flattened into its
 /// `TrainArgs` after `--config`).
@@ -300,4 +300,18 @@ pub(crate) fn advance_bar(
     }
     bar.set_position(step as u64);
     remaining
+}
+
+/// Restores a finished or interrupted run's weights into `vs`: its final
+/// `model.safetensors`, else the best checkpoint, else the newest; returns
+/// the file read.
+pub(crate) fn restore_run_weights(run_dir: &Path, vs: &VarStore) -> Result<PathBuf> {
+    let keeper = CheckpointKeeper::new(&run_dir.join("checkpoints"), 1)?;
+    let weights = [run_dir.join(MODEL_FILE), keeper.best_path()]
+        .into_iter()
+        .find(|p| p.is_file())
+        .or(keeper.latest()?)
+        .with_context(|| format!("run {} has no model or checkpoint", run_dir.display()))?;
+    Checkpoint::load(&weights)?.restore_into(vs, &weights)?;
+    Ok(weights)
 }
