@@ -35,6 +35,7 @@ use crate::compress::{Compressor, Decompressor};
 use crate::config::NatConfig;
 use crate::error::{LatentError, Result};
 use crate::length::{LengthPredictor, LengthRule};
+use crate::plain::uniform_copy_positions;
 use crate::predictor::LatentPredictor;
 use crate::timing::thread_cpu_seconds;
 use emvq_bottleneck::{Bottleneck, BottleneckKind};
@@ -210,38 +211,35 @@ impl LatentNat {
     }
 
     /// The encoder's output `[b, s, d]` copied uniformly onto each row's
-    /// `tgt_lens[i]` positions of `n` ([`crate::plain::uniform_copy_index`]; positions
-    /// past the length repeat the last source token) → `[b, n, d]`.
-    fn source_copy(&self, enc: &EncoderOutput, tgt_lens: &Tensor, n: i64) -> Result<Tensor> {
+    /// `visible[i]` positions of `n` (`None`: all `n`; see
+    /// [`crate::plain::uniform_copy_index`]) → `[b, n, d]`.
+    fn source_copy(&self, enc: &EncoderOutput, visible: Option<&Tensor>, n: i64) -> Result<Tensor> {
         let (b, _, d) = enc.memory.size3()?;
-        let s = enc
+        let src_lens = enc
             .src_pad
             .f_logical_not()?
-            .f_sum_dim_intlist(1, true, Kind::Int64)?
-            .f_clamp_min(1)?; // [b, 1]
-        let t = tgt_lens.f_clamp_min(1)?.f_unsqueeze(1)?; // [b, 1]
-        let i = Tensor::f_arange(n, (Kind::Int64, enc.memory.device()))?.f_unsqueeze(0)?; // [1, n]
-        let index = i
-            .f_mul(&s)?
-            .f_div_tensor_mode(&t, "floor")?
-            .f_minimum(&s.f_sub_scalar(1)?)?; // [b, n]
-        let index = index.f_unsqueeze(2)?.f_expand([b, n, d], false)?; // [b, n, d]
+            .f_sum_dim_intlist(1, false, Kind::Int64)?; // [b]
+        let tgt_lens = match visible {
+            Some(v) => v.shallow_clone(),
+            None => src_lens.f_full_like(n)?,
+        }; // [b]
+        let index = uniform_copy_positions(&src_lens, &tgt_lens, n)?
+            .f_unsqueeze(2)?
+            .f_expand([b, n, d], false)?; // [b, n, d]
         Ok(enc.memory.f_gather(1, &index, false)?)
     }
 
     /// Latent vectors `[b, L, d]` (each row's first `latents[i]` real;
-    /// `None`: all) → decoder states `[b, 2^k·L, d]`; `copy_lens` `[b]`
-    /// are the lengths the source copy spreads over (`source_copy` only);
-    /// in training, per position the gold embedding `gold` `[b, n, d]`
-    /// replaces the decoder input with probability 1 − `p`.
-    #[allow(clippy::too_many_arguments)]
+    /// `None`: all) → decoder states `[b, 2^k·L, d]`, each row showing its
+    /// first `visible[i]` positions (`None`: all); in training, per
+    /// position the gold embedding `gold` `[b, n, d]` replaces the decoder
+    /// input with probability 1 − `p`.
     fn decode_latents(
         &self,
         z: &Tensor,
         latents: Option<&Tensor>,
-        copy_lens: &Tensor,
+        visible: Option<&Tensor>,
         enc: &EncoderOutput,
-        self_mask: &Mask,
         gold: Option<(&Tensor, f64)>,
         train: bool,
     ) -> Result<Tensor> {
@@ -256,7 +254,7 @@ impl LatentNat {
         let pos = self.positions.f_narrow(0, 0, n)?; // [n, d]
         let mut x = dz.f_add(&pos)?; // [b, n, d]
         if self.cfg.source_copy {
-            x = x.f_add(&self.source_copy(enc, copy_lens, n)?)?;
+            x = x.f_add(&self.source_copy(enc, visible, n)?)?;
         }
         let mut x = x.f_dropout(self.cfg.dropout, train)?; // [b, n, d]
         if let Some((y, p)) = gold {
@@ -265,9 +263,10 @@ impl LatentNat {
                 x = x.f_where_self(&latent, y)?;
             }
         }
+        let self_mask = self.self_mask(visible, n)?;
         Ok(self
             .decoder
-            .forward(&x, self_mask, &enc.memory, &enc.memory_mask()?, train)?)
+            .forward(&x, &self_mask, &enc.memory, &enc.memory_mask()?, train)?)
     }
 
     /// Loss of a batch and its codes (for codebook statistics; `None` when
@@ -315,19 +314,8 @@ impl LatentNat {
         } else {
             1.0
         };
-        let copy_lens = match visible {
-            Some(v) => v.shallow_clone(),
-            None => tgt_lens.f_full_like(n)?,
-        };
-        let hidden = self.decode_latents(
-            &z,
-            latents.as_ref(),
-            &copy_lens,
-            &enc,
-            &self.self_mask(visible, n)?,
-            Some((&y, p)),
-            train,
-        )?; // [b, n, d]
+        let hidden =
+            self.decode_latents(&z, latents.as_ref(), visible, &enc, Some((&y, p)), train)?; // [b, n, d]
 
         // Token loss over the real target positions only.
         let keep = tgt_p
@@ -483,13 +471,11 @@ impl LatentNat {
         let l = z.size()[1];
         let (block, n) = (self.cfg.block(), l * self.cfg.block());
         let visible = self.visible(lens);
-        let mask = if visible.iter().all(|&v| v >= n) {
-            Mask::None
+        // Rows that show every position need no mask (nor lengths to copy over).
+        let shown_lens = if visible.iter().all(|&v| v >= n) {
+            None
         } else {
-            self.self_mask(
-                Some(&Tensor::from_slice(&visible).f_to_device(z.device())?),
-                n,
-            )?
+            Some(Tensor::from_slice(&visible).f_to_device(z.device())?)
         };
         // Rows whose latents all count (always at batch 1) need no
         // decompressor mask.
@@ -499,9 +485,10 @@ impl LatentNat {
         } else {
             Some(Tensor::from_slice(&counts).f_to_device(z.device())?)
         };
-        let copy_lens = Tensor::from_slice(&visible).f_to_device(z.device())?;
-        let h = self.decode_latents(z, latents.as_ref(), &copy_lens, enc, &mask, None, false)?; // [b, n, d]
-                                                                                                // Only positions some row shows are projected onto the vocabulary.
+        let shown_lens = shown_lens.as_ref();
+        let h = self.decode_latents(z, latents.as_ref(), shown_lens, enc, None, false)?; // [b, n, d]
+
+        // Only positions some row shows are projected onto the vocabulary.
         let shown = visible.iter().copied().max().unwrap_or(n).min(n);
         let ids = self
             .project(&h.f_narrow(1, 0, shown)?)?

@@ -147,6 +147,23 @@ pub fn uniform_copy_index(src_len: i64, tgt_len: i64) -> Vec<i64> {
     (0..tgt_len).map(|i| i * src_len / tgt_len).collect()
 }
 
+/// The source positions of the uniform copy, per row: `src_lens`,
+/// `tgt_lens` `[batch]` → `[batch, width]` with [`uniform_copy_index`] over
+/// each row's lengths (positions past `tgt_lens[i]` keep counting, capped
+/// at the last source token).
+pub(crate) fn uniform_copy_positions(
+    src_lens: &Tensor,
+    tgt_lens: &Tensor,
+    width: i64,
+) -> Result<Tensor> {
+    let s = src_lens.f_clamp_min(1)?.f_unsqueeze(1)?; // [batch, 1]
+    let t = tgt_lens.f_clamp_min(1)?.f_unsqueeze(1)?; // [batch, 1]
+    let i = Tensor::f_arange(width, (Kind::Int64, src_lens.device()))?.f_unsqueeze(0)?; // [1, width]
+    Ok(i.f_mul(&s)?
+        .f_div_tensor_mode(&t, "floor")?
+        .f_minimum(&s.f_sub_scalar(1)?)?) // [batch, width]
+}
+
 /// The decoder input ids of the uniform copy: `src` `[batch, src_len]`
 /// (right-padded), `src_lens` `[batch]`, `tgt_lens` `[batch]` (≥ 1) →
 /// (`[batch, width]` source ids copied per [`uniform_copy_index`], `pad_id`
@@ -158,13 +175,7 @@ pub fn uniform_copy(
     width: i64,
     pad_id: i64,
 ) -> Result<(Tensor, Tensor)> {
-    let s = src_lens.f_clamp_min(1)?.f_unsqueeze(1)?; // [batch, 1]
-    let t = tgt_lens.f_clamp_min(1)?.f_unsqueeze(1)?; // [batch, 1]
-    let i = Tensor::f_arange(width, (Kind::Int64, src.device()))?.f_unsqueeze(0)?; // [1, width]
-    let index = i
-        .f_mul(&s)?
-        .f_div_tensor_mode(&t, "floor")?
-        .f_minimum(&s.f_sub_scalar(1)?)?; // [batch, width]
+    let index = uniform_copy_positions(src_lens, tgt_lens, width)?; // [batch, width]
     let tgt_pad = length_mask(tgt_lens, width); // [batch, width]
     let ids = src
         .f_gather(1, &index, false)?

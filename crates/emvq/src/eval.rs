@@ -310,9 +310,9 @@ pub fn run_nat(args: &EvalArgs) -> Result<NatSplitResult> {
     };
     let hyps = nat.tokenizer.decode_batch(&out)?;
     // Per-token rescoring is stored beside the paper's log-probability.
-    let score_suffix = match nat.rescore_score {
-        Score::LogProb => "",
-        Score::PerToken => ".per_token",
+    let (score_suffix, score_words) = match nat.rescore_score {
+        Score::LogProb => ("", ""),
+        Score::PerToken => (".per_token", ", per token"),
     };
     let suffix = args
         .rescore
@@ -348,12 +348,7 @@ pub fn run_nat(args: &EvalArgs) -> Result<NatSplitResult> {
     };
     let path = store_result(&args.run, &key, serde_json::to_value(&result)?)?;
     let how = args.rescore.map_or("one pass".to_string(), |s| {
-        let per_token = if score_suffix.is_empty() {
-            ""
-        } else {
-            ", per token"
-        };
-        format!("best of {s} rescored by the teacher{per_token}")
+        format!("best of {s} rescored by the teacher{score_words}")
     });
     println!("{} ({how})", result.bleu.line);
     println!("{}", result.chrf.line);

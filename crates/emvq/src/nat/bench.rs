@@ -17,6 +17,7 @@
 //! time also counts the waits for other processes.
 
 use std::path::PathBuf;
+use std::rc::Rc;
 
 use anyhow::{ensure, Context, Result};
 use clap::Args;
@@ -92,9 +93,10 @@ struct Row {
 
 struct Variant {
     name: String,
-    model: LatentNat,
+    /// The model and the store that holds its weights (a trained run's
+    /// two variants share one).
+    model: Rc<(LatentNat, VarStore)>,
     oracle: bool,
-    _vs: VarStore,
     totals: Vec<f64>,
     stats: Vec<DecodeStats>,
     outputs: Vec<Vec<u32>>,
@@ -154,21 +156,22 @@ pub fn run(args: &BenchArgs) -> Result<()> {
             // Its own length rule, and the reference lengths when `--rules`
             // names `oracle` (how much BLEU the length rule costs).
             let oracle_too = args.rules.iter().any(|r| r == "oracle");
+            let nat = load_nat_unthreaded(dir, Some(emvq_tensor::DeviceSpec::Cpu))?;
+            let own_rule = format!("{:?}", nat.config.model.length.rule);
+            let model = Rc::new((nat.model, nat.vs));
             for oracle in [false, true] {
                 if oracle && !oracle_too {
                     continue;
                 }
-                let nat = load_nat_unthreaded(dir, Some(emvq_tensor::DeviceSpec::Cpu))?;
                 let rule = if oracle {
-                    "reference".to_string()
+                    "reference"
                 } else {
-                    format!("{:?}", nat.config.model.length.rule)
+                    own_rule.as_str()
                 };
                 variants.push(Variant {
                     name: format!("{} ({rule} length)", dir.display()),
-                    model: nat.model,
+                    model: Rc::clone(&model),
                     oracle,
-                    _vs: nat.vs,
                     totals: Vec::new(),
                     stats: Vec::new(),
                     outputs: Vec::new(),
@@ -197,9 +200,8 @@ pub fn run(args: &BenchArgs) -> Result<()> {
                         let model = LatentNat::new(vs.root(), &m)?;
                         variants.push(Variant {
                             name: format!("{rule} k={k} predictor={p}"),
-                            model,
+                            model: Rc::new((model, vs)),
                             oracle,
-                            _vs: vs,
                             totals: Vec::new(),
                             stats: Vec::new(),
                             outputs: Vec::new(),
@@ -227,11 +229,11 @@ pub fn run(args: &BenchArgs) -> Result<()> {
         greedy_ms.push((thread_cpu_seconds() - start) * 1e3);
         for v in &mut variants {
             let start = thread_cpu_seconds();
-            let src = pad_rows(&[s.as_slice()], v.model.config().pad_id, device);
+            let model = &v.model.0;
+            let src = pad_rows(&[s.as_slice()], model.config().pad_id, device);
             let lens = [t.len() as i64];
             let (out, stats) =
-                v.model
-                    .translate_at_lengths(&src, v.oracle.then_some(&lens[..]), &settings)?;
+                model.translate_at_lengths(&src, v.oracle.then_some(&lens[..]), &settings)?;
             v.totals.push((thread_cpu_seconds() - start) * 1e3);
             v.stats.push(stats);
             v.outputs.push(out[0].iter().map(|&x| x as u32).collect());
