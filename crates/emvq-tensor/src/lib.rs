@@ -8,6 +8,7 @@
 //! - [`mask`], [`position`], [`gather`]: padding/causal masks, sinusoidal
 //!   position encodings, gather helpers.
 //! - [`params`]: parameter counting.
+//! - [`layout`]: column-major weight matrices for fast batch-1 inference.
 //! - [`checkpoint`]: safetensors checkpoints written atomically.
 //! - [`config`], [`run`], [`logging`]: TOML configs with strict keys, run
 //!   directories (`runs/<stage>/<name>/`), tracing logs and progress bars.
@@ -18,6 +19,7 @@ pub mod config;
 pub mod device;
 pub mod fsutil;
 pub mod gather;
+pub mod layout;
 pub mod logging;
 pub mod mask;
 pub mod params;

@@ -198,6 +198,8 @@ pub fn run(args: &BenchArgs) -> Result<()> {
                         tch::manual_seed(config.seed as i64);
                         let vs = VarStore::new(device);
                         let model = LatentNat::new(vs.root(), &m)?;
+                        // Laid out as a loaded run's weights are.
+                        emvq_tensor::layout::column_major_matrices(&vs);
                         variants.push(Variant {
                             name: format!("{rule} k={k} predictor={p}"),
                             model: Rc::new((model, vs)),
