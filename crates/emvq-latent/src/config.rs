@@ -92,6 +92,14 @@ pub struct ScheduleConfig {
     pub latent_loss_weight: f64,
     /// Label smoothing of the token loss (T2T: 0).
     pub label_smoothing: f64,
+    /// Glancing training (GLAT, Qian et al. 2021, arXiv 2008.07905; beyond
+    /// the paper): a first pass without gradients decodes the batch; in
+    /// each sentence ⌈ratio · wrong tokens⌉ random positions then get the
+    /// gold embedding as decoder input, and the token loss counts the other
+    /// positions. GLAT anneals 0.5 → 0.3 over 300k steps; a CPU budget of
+    /// ~2k steps keeps it constant. 0: off. Not with `mix_gold`.
+    #[serde(default)]
+    pub glancing_ratio: f64,
 }
 
 impl ScheduleConfig {
@@ -154,6 +162,19 @@ impl NatConfig {
         let s = &self.schedule;
         if s.mix_gold && (s.mix_linear_steps < 1 || s.mix_exp_steps < 1) {
             return bad("schedule.mix_linear_steps and mix_exp_steps must be ≥ 1".into());
+        }
+        if !(0.0..1.0).contains(&s.glancing_ratio) {
+            return bad(format!(
+                "schedule.glancing_ratio must be in [0, 1), got {}",
+                s.glancing_ratio
+            ));
+        }
+        if s.mix_gold && s.glancing_ratio > 0.0 {
+            return bad(
+                "schedule.mix_gold and schedule.glancing_ratio both choose the gold decoder \
+                 inputs: set mix_gold = false or glancing_ratio = 0"
+                    .into(),
+            );
         }
         if s.latent_loss_start < 0 || s.latent_loss_weight < 0.0 {
             return bad("schedule.latent_loss_start and latent_loss_weight must be ≥ 0".into());
@@ -225,6 +246,7 @@ mod tests {
             latent_loss_start: 50_000,
             latent_loss_weight: 1.0,
             label_smoothing: 0.0,
+            glancing_ratio: 0.0,
         }
     }
 
@@ -243,5 +265,25 @@ mod tests {
         };
         assert_eq!(off.latent_mix(0), 1.0);
         assert!(!off.latent_loss_on(49_999) && off.latent_loss_on(50_000));
+    }
+
+    #[test]
+    fn glancing_is_a_ratio_below_one_and_excludes_gold_mixing() {
+        let mut cfg: NatConfig =
+            toml::from_str(include_str!("../../../configs/multi30k/nat_em_glat.toml"))
+                .map(|run: toml::Table| run["model"].clone().try_into().unwrap())
+                .unwrap();
+        cfg.vocab_size = 100;
+        assert!(cfg.validate().is_ok());
+        assert_eq!(cfg.schedule.glancing_ratio, 0.5);
+        cfg.schedule.mix_gold = true;
+        let err = cfg.validate().unwrap_err().to_string();
+        assert!(
+            err.contains("mix_gold") && err.contains("glancing_ratio"),
+            "{err}"
+        );
+        cfg.schedule.mix_gold = false;
+        cfg.schedule.glancing_ratio = 1.0;
+        assert!(cfg.validate().unwrap_err().to_string().contains("[0, 1)"));
     }
 }

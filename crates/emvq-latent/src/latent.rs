@@ -202,11 +202,14 @@ impl LatentNat {
     }
 
     /// The decoder's self-attention mask over `n` positions of which each
-    /// row sees its first `visible[i]` (`None`: all).
+    /// row sees its first `visible[i]` (`None`, or every row at least `n`:
+    /// no mask).
     fn self_mask(&self, visible: Option<&Tensor>, n: i64) -> Result<Mask> {
         match visible {
-            Some(v) => Mask::padding(&length_mask(v, n)).map_err(Into::into),
-            None => Ok(Mask::None),
+            Some(v) if v.f_min()?.int64_value(&[]) < n => {
+                Mask::padding(&length_mask(v, n)).map_err(Into::into)
+            }
+            _ => Ok(Mask::None),
         }
     }
 
@@ -230,21 +233,28 @@ impl LatentNat {
     }
 
     /// Latent vectors `[b, L, d]` (each row's first `latents[i]` real;
-    /// `None`: all) → decoder states `[b, 2^k·L, d]`, each row showing its
-    /// first `visible[i]` positions (`None`: all); in training, per
-    /// position the gold embedding `gold` `[b, n, d]` replaces the decoder
-    /// input with probability 1 − `p`.
+    /// `None`: all) → decoder states `[b, shown, d]` of the first `shown` of
+    /// the `2^k·L` positions, each row showing its first `visible[i]`
+    /// (`None`: all); in training, `gold` = (`y` `[b, ≥ shown, d]`, `use`
+    /// `[b, shown, 1]` bool): the gold embedding replaces the decoder input
+    /// where `use` is true.
+    ///
+    /// Positions past every row's length are never attended to, so leaving
+    /// them out (`shown` = the longest row) changes no output and saves
+    /// their share of the decoder (at batch 1 it runs on exactly the length).
+    #[allow(clippy::too_many_arguments)]
     fn decode_latents(
         &self,
         z: &Tensor,
         latents: Option<&Tensor>,
         visible: Option<&Tensor>,
+        shown: i64,
         enc: &EncoderOutput,
-        gold: Option<(&Tensor, f64)>,
+        gold: Option<(&Tensor, &Tensor)>,
         train: bool,
     ) -> Result<Tensor> {
         let dz = self.decompressor.forward(z, latents, train)?; // [b, n, d]
-        let (b, n, _) = dz.size3()?;
+        let n = dz.size3()?.1;
         if n > self.cfg.max_positions {
             return Err(LatentError::Shape(format!(
                 "{n} target positions exceed max_positions {}",
@@ -256,14 +266,14 @@ impl LatentNat {
         if self.cfg.source_copy {
             x = x.f_add(&self.source_copy(enc, visible, n)?)?;
         }
-        let mut x = x.f_dropout(self.cfg.dropout, train)?; // [b, n, d]
-        if let Some((y, p)) = gold {
-            if p < 1.0 {
-                let latent = Tensor::f_rand([b, n, 1], (Kind::Float, x.device()))?.f_lt(p)?;
-                x = x.f_where_self(&latent, y)?;
-            }
+        let shown = shown.clamp(1, n);
+        let mut x = x
+            .f_narrow(1, 0, shown)?
+            .f_dropout(self.cfg.dropout, train)?; // [b, shown, d]
+        if let Some((y, use_gold)) = gold {
+            x = y.f_narrow(1, 0, shown)?.f_where_self(use_gold, &x)?;
         }
-        let self_mask = self.self_mask(visible, n)?;
+        let self_mask = self.self_mask(visible, shown)?;
         Ok(self
             .decoder
             .forward(&x, &self_mask, &enc.memory, &enc.memory_mask()?, train)?)
@@ -314,15 +324,49 @@ impl LatentNat {
         } else {
             1.0
         };
+        // The t2t rule shows every padded position; the others the batch's
+        // own width.
+        let shown = if visible.is_some() { t } else { n };
+        let tgt_p = tgt_p.f_narrow(1, 0, shown)?; // [b, shown]
+        let real = tgt_p.f_ne(cfg.pad_id)?; // [b, shown]
+                                            // Which decoder inputs are gold embeddings, and which positions the
+                                            // token loss counts.
+        let glancing = train && cfg.schedule.glancing_ratio > 0.0;
+        let (use_gold, counted) = if glancing {
+            let first = tch::no_grad(|| -> Result<Tensor> {
+                let h =
+                    self.decode_latents(&z, latents.as_ref(), visible, shown, &enc, None, train)?;
+                Ok(self.project(&h)?.f_argmax(-1, false)?) // [b, shown]
+            })?;
+            let glanced = self.glance(&first, &tgt_p, &real)?; // [b, shown]
+            let rest = real.f_logical_and(&glanced.f_logical_not()?)?;
+            // A batch glanced whole (one-token rows) still counts its tokens.
+            let counted = if rest.f_any()?.int64_value(&[]) == 0 {
+                real.shallow_clone()
+            } else {
+                rest
+            };
+            (Some(glanced), counted)
+        } else if p < 1.0 {
+            let use_gold = Tensor::f_rand(real.size(), (Kind::Float, real.device()))?.f_ge(p)?;
+            (Some(use_gold), real.shallow_clone())
+        } else {
+            (None, real.shallow_clone())
+        }; // [b, shown] each
+        let glanced_share = match (&use_gold, glancing) {
+            (Some(g), true) => Some(
+                g.f_sum(Kind::Float)?.double_value(&[])
+                    / real.f_sum(Kind::Float)?.double_value(&[]).max(1.0),
+            ),
+            _ => None,
+        };
+        let use_gold = use_gold.map(|g| g.f_unsqueeze(2)).transpose()?; // [b, shown, 1]
+        let gold = use_gold.as_ref().map(|g| (&y, g));
         let hidden =
-            self.decode_latents(&z, latents.as_ref(), visible, &enc, Some((&y, p)), train)?; // [b, n, d]
+            self.decode_latents(&z, latents.as_ref(), visible, shown, &enc, gold, train)?; // [b, shown, d]
 
-        // Token loss over the real target positions only.
-        let keep = tgt_p
-            .f_ne(cfg.pad_id)?
-            .f_flatten(0, -1)?
-            .f_nonzero()?
-            .f_squeeze_dim(1)?; // [m]
+        // Token loss over the counted target positions only.
+        let keep = counted.f_flatten(0, -1)?.f_nonzero()?.f_squeeze_dim(1)?; // [m]
         let h = hidden
             .f_reshape([-1, cfg.d_model])?
             .f_index_select(0, &keep)?; // [m, d]
@@ -360,6 +404,9 @@ impl LatentNat {
         if let Some(l) = &latent_ce {
             metrics.push(("latent_ce", l.double_value(&[])));
         }
+        if let Some(share) = glanced_share {
+            metrics.push(("glanced", share));
+        }
         Ok((
             NatLoss {
                 total,
@@ -368,6 +415,30 @@ impl LatentNat {
             },
             codes,
         ))
+    }
+
+    /// GLAT's glance: per row, ⌈ratio · wrong⌉ of the `real` positions
+    /// (`first` ≠ `target`), drawn uniformly → `[b, shown]` bool.
+    fn glance(&self, first: &Tensor, target: &Tensor, real: &Tensor) -> Result<Tensor> {
+        let wrong = first
+            .f_ne_tensor(target)?
+            .f_logical_and(real)?
+            .f_sum_dim_intlist(1, false, Kind::Float)?; // [b]
+        let count = wrong
+            .f_mul_scalar(self.cfg.schedule.glancing_ratio)?
+            .f_ceil()?
+            .f_to_kind(Kind::Int64)?; // [b]
+                                      // Random keys, padding last: a row's `count` smallest keys are its
+                                      // glanced positions.
+        let keys = Tensor::f_rand(real.size(), (Kind::Float, real.device()))?
+            .f_masked_fill(&real.f_logical_not()?, 2.0)?; // [b, shown]
+        let (sorted, _) = keys.f_sort(1, false)?;
+        let last = count.f_sub_scalar(1)?.f_clamp_min(0)?.f_unsqueeze(1)?; // [b, 1]
+        let threshold = sorted.f_gather(1, &last, false)?; // [b, 1]
+        Ok(keys
+            .f_le_tensor(&threshold)?
+            .f_logical_and(&count.f_gt(0)?.f_unsqueeze(1)?)?
+            .f_logical_and(real)?)
     }
 
     /// Cross-entropy of the latent predictor against the codes' targets
@@ -471,12 +542,6 @@ impl LatentNat {
         let l = z.size()[1];
         let (block, n) = (self.cfg.block(), l * self.cfg.block());
         let visible = self.visible(lens);
-        // Rows that show every position need no mask (nor lengths to copy over).
-        let shown_lens = if visible.iter().all(|&v| v >= n) {
-            None
-        } else {
-            Some(Tensor::from_slice(&visible).f_to_device(z.device())?)
-        };
         // Rows whose latents all count (always at batch 1) need no
         // decompressor mask.
         let counts: Vec<i64> = visible.iter().map(|&v| (v + block - 1) / block).collect();
@@ -485,14 +550,20 @@ impl LatentNat {
         } else {
             Some(Tensor::from_slice(&counts).f_to_device(z.device())?)
         };
-        let shown_lens = shown_lens.as_ref();
-        let h = self.decode_latents(z, latents.as_ref(), shown_lens, enc, None, false)?; // [b, n, d]
-
-        // Only positions some row shows are projected onto the vocabulary.
+        // The decoder runs on the positions some row shows.
         let shown = visible.iter().copied().max().unwrap_or(n).min(n);
-        let ids = self
-            .project(&h.f_narrow(1, 0, shown)?)?
-            .f_argmax(-1, false)?; // [b, shown]
+        let clamped: Vec<i64> = visible.iter().map(|&v| v.min(n)).collect();
+        let shown_lens = Tensor::from_slice(&clamped).f_to_device(z.device())?; // [b]
+        let h = self.decode_latents(
+            z,
+            latents.as_ref(),
+            Some(&shown_lens),
+            shown,
+            enc,
+            None,
+            false,
+        )?; // [b, shown, d]
+        let ids = self.project(&h)?.f_argmax(-1, false)?; // [b, shown]
         let rows = Vec::<Vec<i64>>::try_from(ids)?;
         Ok(rows
             .into_iter()

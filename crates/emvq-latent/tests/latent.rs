@@ -62,6 +62,7 @@ fn tiny(rule: LengthRule, k: i64) -> NatConfig {
             latent_loss_start: 0,
             latent_loss_weight: 1.0,
             label_smoothing: 0.0,
+            glancing_ratio: 0.0,
         },
     }
 }
@@ -445,4 +446,75 @@ fn source_copy_follows_each_rows_source_length_and_changes_the_output() {
         without.translate(&src, &NatDecode::default()).unwrap(),
         batched
     );
+}
+
+#[test]
+fn the_loss_ignores_extra_padding_columns_of_the_targets() {
+    tch::manual_seed(6);
+    let (src, tgt, _) = pairs();
+    let mut cfg = tiny(LengthRule::Predicted, 2);
+    cfg.source_copy = true;
+    let vs = VarStore::new(Device::Cpu);
+    let model = LatentNat::new(vs.root(), &cfg).unwrap();
+    // The decoder runs on the batch's own width, not on all 2^k·L
+    // positions: two more pad columns (the same 12 positions, 3 latents)
+    // leave every term of the loss as is.
+    let (b, t) = tgt.size2().unwrap();
+    assert_eq!(t, 9);
+    let wider = Tensor::cat(
+        &[&tgt, &Tensor::full([b, 2], PAD, (Kind::Int64, Device::Cpu))],
+        1,
+    );
+    let loss = |t: &Tensor| model.loss(&src, t, 10, false).unwrap();
+    let (narrow, wide) = (loss(&tgt), loss(&wider));
+    assert_eq!(narrow.tokens, wide.tokens);
+    for ((name, a), (_, b)) in narrow.metrics.iter().zip(&wide.metrics) {
+        assert!((a - b).abs() < 1e-5, "{name}: {a} vs {b}");
+    }
+}
+
+#[test]
+fn glancing_feeds_gold_to_about_half_the_wrong_tokens_and_still_learns() {
+    tch::manual_seed(5);
+    let mut cfg = tiny(LengthRule::Ratio, 1);
+    cfg.bypass_bottleneck = true;
+    cfg.schedule.glancing_ratio = 0.5;
+    let vs = VarStore::new(Device::Cpu);
+    let model = LatentNat::new(vs.root(), &cfg).unwrap();
+    let (src, tgt, want) = pairs();
+    let real = tgt.ne(PAD).sum(Kind::Float).double_value(&[]);
+    let glanced = |out: &emvq_latent::NatLoss| {
+        out.metrics
+            .iter()
+            .find(|(n, _)| *n == "glanced")
+            .map(|(_, v)| *v)
+    };
+
+    // Untrained, nearly every token is wrong: about half of them are
+    // glanced (the ceiling adds at most half a token per row), and the loss
+    // counts the others only.
+    let first = model.loss(&src, &tgt, 0, true).unwrap();
+    let share = glanced(&first).expect("a glanced share in training");
+    assert!(share > 0.3 && share <= 0.5 + 0.5 * 20.0 / real, "{share}");
+    assert!((first.tokens - (1.0 - share) * real).abs() < 0.5);
+    // Evaluation never glances and counts every token.
+    let eval = model.loss(&src, &tgt, 0, false).unwrap();
+    assert!(glanced(&eval).is_none());
+    assert_eq!(eval.tokens, real);
+
+    let mut opt = Adam::new(&vs, &AdamConfig::default()).unwrap();
+    let mut last_share = share;
+    for step in 1..=400 {
+        opt.zero_grad();
+        let out = model.loss(&src, &tgt, step, true).unwrap();
+        out.total.backward();
+        opt.step(3e-3).unwrap();
+        last_share = glanced(&out).unwrap();
+        if step % 50 == 0 && model.reconstruct(&src, &tgt).unwrap() == want {
+            break;
+        }
+    }
+    // Fewer wrong tokens, fewer glances.
+    assert!(last_share < 0.1, "glanced share {share} → {last_share}");
+    assert_eq!(model.reconstruct(&src, &tgt).unwrap(), want);
 }
