@@ -270,7 +270,7 @@ mod tests {
     #[test]
     fn glancing_is_a_ratio_below_one_and_excludes_gold_mixing() {
         let mut cfg: NatConfig =
-            toml::from_str(include_str!("../../../configs/multi30k/nat_em_glat.toml"))
+            toml::from_str(include_str!("../../../configs/multi30k/nat_em.toml"))
                 .map(|run: toml::Table| run["model"].clone().try_into().unwrap())
                 .unwrap();
         cfg.vocab_size = 100;

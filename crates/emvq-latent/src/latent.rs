@@ -16,7 +16,10 @@
 //! the latent predictor learns the codes autoregressively from the source.
 //! Loss = token CE over real target tokens (EOS included) + the bottleneck's
 //! commitment (β) + latent CE (after `latent_loss_start`) + the length CE
-//! (rule `predicted`).
+//! (rule `predicted`). The decoder's gold inputs come from T2T's random
+//! mixing curriculum or, beyond the paper, from glancing (GLAT, Qian et al.
+//! 2021): a first pass without gradients, then ⌈ratio · wrong⌉ gold inputs
+//! per sentence and the token loss on the other positions.
 //!
 //! Inference: encode; target length by the rule (rounded up to 2^k); predict
 //! ⌈len/2^k⌉ codes on a key/value cache (greedy or a beam over codes);
