@@ -332,8 +332,9 @@ impl LatentNat {
         let shown = if visible.is_some() { t } else { n };
         let tgt_p = tgt_p.f_narrow(1, 0, shown)?; // [b, shown]
         let real = tgt_p.f_ne(cfg.pad_id)?; // [b, shown]
-                                            // Which decoder inputs are gold embeddings, and which positions the
-                                            // token loss counts.
+
+        // Which decoder inputs are gold embeddings, and which positions the
+        // token loss counts.
         let glancing = train && cfg.schedule.glancing_ratio > 0.0;
         let (use_gold, counted) = if glancing {
             let first = tch::no_grad(|| -> Result<Tensor> {
@@ -431,8 +432,9 @@ impl LatentNat {
             .f_mul_scalar(self.cfg.schedule.glancing_ratio)?
             .f_ceil()?
             .f_to_kind(Kind::Int64)?; // [b]
-                                      // Random keys, padding last: a row's `count` smallest keys are its
-                                      // glanced positions.
+
+        // Random keys, padding last: a row's `count` smallest keys are its
+        // glanced positions.
         let keys = Tensor::f_rand(real.size(), (Kind::Float, real.device()))?
             .f_masked_fill(&real.f_logical_not()?, 2.0)?; // [b, shown]
         let (sorted, _) = keys.f_sort(1, false)?;
