@@ -300,7 +300,7 @@ pub fn load_nat_unthreaded(run_dir: &Path, device: Option<DeviceSpec>) -> Result
     let device = device.unwrap_or(config.device).resolve()?;
     let vs = VarStore::new(device);
     let model = LatentNat::new(vs.root(), &config.model)?;
-    let weights = crate::teacher::run_steps::restore_run_weights(run_dir, &vs)?;
+    let weights = crate::teacher::run_steps::restore_run_weights(&run, &vs)?;
     Ok(LoadedNat {
         config,
         tokenizer,

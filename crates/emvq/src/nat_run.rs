@@ -246,7 +246,7 @@ pub fn load_teacher_run(run_dir: &Path, device: Option<DeviceSpec>) -> Result<Lo
     let device = device.unwrap_or(config.device).resolve()?;
     let vs = VarStore::new(device);
     let model = Seq2Seq::new(vs.root(), &config.model)?;
-    let weights = crate::teacher::run_steps::restore_run_weights(run_dir, &vs)?;
+    let weights = crate::teacher::run_steps::restore_run_weights(&run, &vs)?;
     Ok(LoadedTeacher {
         config,
         tokenizer,
@@ -270,7 +270,7 @@ pub fn load_nat_run(run_dir: &Path, device: Option<DeviceSpec>) -> Result<Loaded
             let device = device.unwrap_or(cfg.device).resolve()?;
             let vs = VarStore::new(device);
             let model = LatentNat::new(vs.root(), &cfg.model)?;
-            let weights = crate::teacher::run_steps::restore_run_weights(run_dir, &vs)?;
+            let weights = crate::teacher::run_steps::restore_run_weights(&run, &vs)?;
             let m = &cfg.model;
             let bottleneck = (!m.bypass_bottleneck).then_some((
                 m.bottleneck.kind,
@@ -303,7 +303,7 @@ pub fn load_nat_run(run_dir: &Path, device: Option<DeviceSpec>) -> Result<Loaded
             let device = device.unwrap_or(cfg.device).resolve()?;
             let vs = VarStore::new(device);
             let model = PlainNat::new(vs.root(), &cfg.model)?;
-            let weights = crate::teacher::run_steps::restore_run_weights(run_dir, &vs)?;
+            let weights = crate::teacher::run_steps::restore_run_weights(&run, &vs)?;
             Ok(LoadedNatRun {
                 kind: RunKind::PlainNat,
                 name: cfg.name.clone(),

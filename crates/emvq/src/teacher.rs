@@ -566,7 +566,7 @@ pub fn load_teacher(run_dir: &Path, device: Option<DeviceSpec>) -> Result<Loaded
     let device = device.unwrap_or(config.device).resolve()?;
     let vs = VarStore::new(device);
     let model = Seq2Seq::new(vs.root(), &config.model)?;
-    let weights = crate::teacher::run_steps::restore_run_weights(run_dir, &vs)?;
+    let weights = crate::teacher::run_steps::restore_run_weights(&run, &vs)?;
     Ok(LoadedTeacher {
         config,
         tokenizer,

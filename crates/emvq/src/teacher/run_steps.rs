@@ -306,16 +306,14 @@ pub(crate) fn advance_bar(
 /// `model.safetensors`, else the best checkpoint, else the newest; returns
 /// the file read. The matrices are then stored column-major
 /// ([`emvq_tensor::layout`]): the same values, faster batch-1 products.
-pub(crate) fn restore_run_weights(run_dir: &Path, vs: &VarStore) -> Result<PathBuf> {
-    let keeper = CheckpointKeeper::new(&run_dir.join("checkpoints"), 1)?;
-    let weights = [run_dir.join(MODEL_FILE), keeper.best_path()]
+pub(crate) fn restore_run_weights(run: &RunDir, vs: &VarStore) -> Result<PathBuf> {
+    let keeper = CheckpointKeeper::new(&run.checkpoint_dir(), 1)?;
+    let weights = [run.path().join(MODEL_FILE), keeper.best_path()]
         .into_iter()
         .find(|p| p.is_file())
         .or(keeper.latest()?)
-        .with_context(|| format!("run {} has no model or checkpoint", run_dir.display()))?;
+        .with_context(|| format!("run {} has no model or checkpoint", run.path().display()))?;
     Checkpoint::load(&weights)?.restore_into(vs, &weights)?;
-    if std::env::var_os("EMVQ_ROW_MAJOR").is_none() {
-        emvq_tensor::layout::column_major_matrices(vs);
-    }
+    emvq_tensor::layout::column_major_matrices(vs);
     Ok(weights)
 }
