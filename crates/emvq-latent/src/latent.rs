@@ -873,14 +873,36 @@ impl SplitMix64 {
     }
 }
 
+/// The teacher's decoder as the latent predictor's starting point: its
+/// layers and final norm under the predictor's names (for
+/// [`init_from_teacher`]; the code embeddings and output head have no
+/// teacher counterpart).
+pub const PREDICTOR_FROM_TEACHER_DECODER: [(&str, &str); 2] = [
+    ("latent_predictor.layers.", "decoder.layers."),
+    ("latent_predictor.norm.", "decoder.norm."),
+];
+
 /// Copies into `vs` every tensor of `teacher` whose name and shape match a
 /// variable of `vs` (a teacher's embeddings, encoder and decoder layers into
-/// a NAT); returns the names copied, sorted.
-pub fn init_from_teacher(vs: &VarStore, teacher: &Checkpoint) -> Result<Vec<String>> {
+/// a NAT); `renames` (NAT prefix, teacher prefix) also fills the variables
+/// under a NAT prefix from the teacher's tensors under another (see
+/// [`PREDICTOR_FROM_TEACHER_DECODER`]). Returns the names copied, sorted.
+pub fn init_from_teacher(
+    vs: &VarStore,
+    teacher: &Checkpoint,
+    renames: &[(&str, &str)],
+) -> Result<Vec<String>> {
     let mut copied = Vec::new();
     tch::no_grad(|| -> Result<()> {
         for (name, mut var) in vs.variables() {
-            if let Some(t) = teacher.tensors.get(&name) {
+            let source = renames
+                .iter()
+                .find_map(|(nat, teacher)| {
+                    name.strip_prefix(nat)
+                        .map(|rest| format!("{teacher}{rest}"))
+                })
+                .unwrap_or_else(|| name.clone());
+            if let Some(t) = teacher.tensors.get(&source) {
                 if t.size() == var.size() {
                     var.f_copy_(&t.f_to_kind(var.kind())?.f_to_device(var.device())?)?;
                     copied.push(name);

@@ -34,7 +34,7 @@ pub mod timing;
 pub use api::{NatDecode, NatLoss, NatModel};
 pub use config::{NatConfig, ScheduleConfig};
 pub use error::{LatentError, Result};
-pub use latent::{init_from_teacher, DecodeStats, LatentNat};
+pub use latent::{init_from_teacher, DecodeStats, LatentNat, PREDICTOR_FROM_TEACHER_DECODER};
 pub use length::{LengthConfig, LengthPredictor, LengthRule};
 pub use plain::{PlainNat, PlainNatConfig};
 pub use rescore::{rescore, rescore_by, teacher_scores, Score};

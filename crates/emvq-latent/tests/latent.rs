@@ -9,7 +9,7 @@ use emvq_bottleneck::{BottleneckConfig, BottleneckKind};
 use emvq_latent::compress::{Compressor, Decompressor};
 use emvq_latent::{
     init_from_teacher, LatentNat, LengthConfig, LengthRule, NatConfig, NatDecode, NatModel,
-    ScheduleConfig,
+    ScheduleConfig, PREDICTOR_FROM_TEACHER_DECODER,
 };
 use emvq_tensor::Checkpoint;
 use emvq_transformer::{Activation, Adam, AdamConfig, Seq2Seq};
@@ -378,7 +378,7 @@ fn teacher_initialisation_copies_exactly_the_matching_tensors() {
     let vs = VarStore::new(Device::Cpu);
     let _nat = LatentNat::new(vs.root(), &cfg).unwrap();
     let before = Checkpoint::from_var_store(&vs);
-    let copied = init_from_teacher(&vs, &teacher).unwrap();
+    let copied = init_from_teacher(&vs, &teacher, &[]).unwrap();
     let nat_vars = vs.variables();
     let expected: Vec<String> = {
         let mut e: Vec<String> = nat_vars
@@ -416,6 +416,40 @@ fn teacher_initialisation_copies_exactly_the_matching_tensors() {
     assert!(!copied
         .iter()
         .any(|n| n.starts_with("compress") || n.starts_with("latent_predictor")));
+}
+
+#[test]
+fn the_latent_predictor_can_start_from_the_teachers_decoder() {
+    tch::manual_seed(7);
+    let mut cfg = tiny(LengthRule::Predicted, 2);
+    cfg.predictor_layers = 2;
+    let teacher_vs = VarStore::new(Device::Cpu);
+    let _teacher = Seq2Seq::new(teacher_vs.root(), &cfg.transformer()).unwrap();
+    let teacher = Checkpoint::from_var_store(&teacher_vs);
+    let vs = VarStore::new(Device::Cpu);
+    let _nat = LatentNat::new(vs.root(), &cfg).unwrap();
+    let copied = init_from_teacher(&vs, &teacher, &PREDICTOR_FROM_TEACHER_DECODER).unwrap();
+    let vars = vs.variables();
+    let predictor: Vec<&String> = copied
+        .iter()
+        .filter(|n| n.starts_with("latent_predictor."))
+        .collect();
+    // Every layer tensor and the final norm, not the code head.
+    let expected = vars
+        .keys()
+        .filter(|n| {
+            n.starts_with("latent_predictor.layers.") || n.starts_with("latent_predictor.norm.")
+        })
+        .count();
+    assert!(expected > 0);
+    assert_eq!(predictor.len(), expected);
+    for name in predictor {
+        let source = name.replacen("latent_predictor.", "decoder.", 1);
+        assert!(vars[name].equal(&teacher.tensors[&source]), "{name}");
+    }
+    assert!(!copied.iter().any(|n| n.contains("output_projection")));
+    // The decoder itself is still filled under its own names.
+    assert!(copied.contains(&"decoder.layers.1.self_attn.in_proj_weight".to_string()));
 }
 
 #[test]

@@ -12,7 +12,9 @@
 //!   `translations/<split>.nat.txt`; with `--rescore S` every sentence is
 //!   translated alone, `S` candidates scored by the run's teacher, the best
 //!   kept (for the plain NAT: noisy parallel decoding over the `S` best
-//!   lengths), stored under `<split>.rescore<S>`.
+//!   lengths), stored under `<split>.rescore<S>`; with `--oracle-latents`
+//!   (a diagnostic) every reference is decoded from its own latents, stored
+//!   under `<split>.oracle_latents`.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -70,6 +72,12 @@ pub struct EvalArgs {
     /// NAT runs: the teacher that rescores (default: the run's `teacher`).
     #[arg(long)]
     pub teacher: Option<PathBuf>,
+    /// Latent NAT runs, a diagnostic: decode every reference from its own
+    /// latents (the compressor and bottleneck applied to the reference)
+    /// instead of the predicted ones: the BLEU a perfect latent predictor
+    /// would give. Stored under `<split>.oracle_latents`.
+    #[arg(long, conflicts_with = "rescore")]
+    pub oracle_latents: bool,
     #[arg(long)]
     pub device: Option<DeviceSpec>,
 }
@@ -183,8 +191,8 @@ pub fn run(args: &EvalArgs) -> Result<()> {
     match run_kind(&args.run)? {
         RunKind::Teacher => {
             ensure!(
-                args.rescore.is_none() && args.teacher.is_none(),
-                "--rescore and --teacher apply to NAT runs"
+                args.rescore.is_none() && args.teacher.is_none() && !args.oracle_latents,
+                "--rescore, --teacher and --oracle-latents apply to NAT runs"
             );
             run_teacher(args).map(|_| ())
         }
@@ -270,6 +278,9 @@ pub fn run_nat(args: &EvalArgs) -> Result<NatSplitResult> {
         "--beam and --alpha apply to teacher runs"
     );
     let mut nat = load_nat_run(&args.run, args.device)?;
+    if args.oracle_latents {
+        return run_oracle_latents(args, &nat);
+    }
     nat.decode.temperature = args.temperature;
     if let Some(score) = args.rescore_score {
         nat.rescore_score = score;
@@ -358,6 +369,58 @@ pub fn run_nat(args: &EvalArgs) -> Result<NatSplitResult> {
             l.mean_ms, l.median_ms, l.sentences
         );
     }
+    println!("results → {} [{key}]", path.display());
+    Ok(result)
+}
+
+/// `emvq eval --oracle-latents`: every reference decoded from its own
+/// latents, sentence by sentence; stored without latency.
+fn run_oracle_latents(args: &EvalArgs, nat: &LoadedNatRun) -> Result<NatSplitResult> {
+    ensure!(
+        nat.kind == RunKind::LatentNat,
+        "--oracle-latents needs a latent NAT run; {} is a plain NAT",
+        args.run.display()
+    );
+    let data_dir = nat.data.resolve_data_dir(&std::env::current_dir()?)?;
+    let (src_path, tgt_path) = nat.data.split_files(&data_dir, &args.split);
+    let raw = read_parallel(&src_path, &tgt_path)
+        .with_context(|| format!("split {:?} of {}", args.split, data_dir.display()))?;
+    let all: Vec<usize> = (0..raw.len()).collect();
+    let encoded = encode_corpus(&nat.tokenizer, &raw, &all)?;
+    let _guard = tch::no_grad_guard();
+    let start = Instant::now();
+    let mut out = Vec::with_capacity(encoded.source.len());
+    for (src, tgt) in encoded.source.iter().zip(&encoded.target) {
+        out.push(nat.reconstruct_one(src, tgt)?.expect("a latent NAT"));
+    }
+    let seconds = start.elapsed().as_secs_f64();
+    let hyps = nat.tokenizer.decode_batch(&out)?;
+    let key = format!("{}.oracle_latents", args.split);
+    let translations = args.run.join("translations").join(format!("{key}.txt"));
+    std::fs::create_dir_all(translations.parent().expect("has a parent"))?;
+    let mut text = hyps.join("\n");
+    text.push('\n');
+    write_atomic(&translations, text.as_bytes())?;
+    let result = NatSplitResult {
+        split: args.split.clone(),
+        kind: nat.kind,
+        sentences: out.len(),
+        rescore: None,
+        rescore_score: None,
+        latent_beam: nat.decode.latent_beam,
+        bleu: bleu_of(&hyps, &raw.target)?,
+        chrf: chrf_of(&hyps, &raw.target)?,
+        sentences_per_s: out.len() as f64 / seconds.max(1e-9),
+        latency: None,
+        teacher: None,
+        weights: nat.weights.clone(),
+        device: format!("{:?}", nat.device),
+        threads: tch::get_num_threads(),
+        translations,
+    };
+    let path = store_result(&args.run, &key, serde_json::to_value(&result)?)?;
+    println!("{} (the references' own latents)", result.bleu.line);
+    println!("{}", result.chrf.line);
     println!("results → {} [{key}]", path.display());
     Ok(result)
 }

@@ -59,6 +59,11 @@ pub struct NatRunConfigOf<M> {
     /// encoder, decoder layers) before training.
     #[serde(default)]
     pub init_from_teacher: bool,
+    /// With `init_from_teacher`, the latent predictor's layers and final
+    /// norm also start from the teacher's decoder layers (beyond the paper;
+    /// latent NATs only).
+    #[serde(default)]
+    pub init_predictor_from_teacher: bool,
     pub data: TranslationDataConfig,
     /// `vocab_size = 0` takes the tokenizer's size.
     pub model: M,

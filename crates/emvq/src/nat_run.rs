@@ -161,6 +161,22 @@ impl LoadedNatRun {
     }
 }
 
+impl LoadedNatRun {
+    /// Autoencoding, a diagnostic upper bound of the latent predictor: each
+    /// target (ids ending in EOS) compressed to its own latents, quantised,
+    /// and decoded in one pass at its true length beside its source; output
+    /// ids without EOS. `None` for a plain NAT (it has no latents).
+    pub fn reconstruct_one(&self, source: &[u32], target: &[u32]) -> Result<Option<Vec<u32>>> {
+        let NatNet::Latent(model) = &self.net else {
+            return Ok(None);
+        };
+        let src = self.source_tensor(source); // [1, src_len]
+        let tgt = self.source_tensor(target); // [1, tgt_len]
+        let mut rows = model.reconstruct(&src, &tgt)?;
+        Ok(Some(to_u32(rows.swap_remove(0))))
+    }
+}
+
 /// `EM 2^8`, `VQ 2^12, n_c 4`, `semhash 2^8`; `—` without a bottleneck.
 pub fn bottleneck_label(b: Option<(BottleneckKind, u32, i64)>) -> String {
     match b {

@@ -261,6 +261,29 @@ fn nat_runs_eval_translate_and_bench_latency() {
             .success()
     );
 
+    // eval --oracle-latents: the references decoded from their own latents,
+    // stored beside the one pass; refused where there are no latents.
+    ok(emvq(
+        w,
+        &["eval", "--run", "runs/nat/em", "--oracle-latents"],
+    ));
+    let results = json(&w.join("runs/nat/em/results.json"));
+    let oracle = &results["test_2016_flickr.oracle_latents"];
+    assert_eq!(oracle["sentences"], 6);
+    assert_eq!(oracle["latency"], serde_json::Value::Null);
+    let hyps = w.join(oracle["translations"].as_str().unwrap());
+    assert_eq!(std::fs::read_to_string(hyps).unwrap().lines().count(), 6);
+    assert!(oracle["bleu"]["score"].as_f64().unwrap() >= 0.0);
+    for (run, extra) in [
+        ("runs/nat/plain", &[][..]),
+        ("runs/teacher/tiny", &[][..]),
+        ("runs/nat/em", &["--rescore", "2"][..]),
+    ] {
+        let mut args = vec!["eval", "--run", run, "--oracle-latents"];
+        args.extend_from_slice(extra);
+        assert!(!emvq(w, &args).status.success(), "{args:?}");
+    }
+
     // translate: stdin → one line per input line, one pass and rescored.
     for extra in [&[][..], &["--rescore", "2"][..]] {
         let mut child = Command::new(env!("CARGO_BIN_EXE_emvq"))

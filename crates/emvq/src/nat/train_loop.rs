@@ -21,7 +21,7 @@ use anyhow::{bail, ensure, Context, Result};
 use emvq_data::{
     prepare_translation, Batcher, DataPosition, SubwordTokenizer, TranslationDataConfig,
 };
-use emvq_latent::{init_from_teacher, NatLoss, NatModel};
+use emvq_latent::{init_from_teacher, NatLoss, NatModel, PREDICTOR_FROM_TEACHER_DECODER};
 use emvq_tensor::{load_toml, seed::seed_all, Checkpoint, RunDir};
 use emvq_transformer::{step_seed, Adam, AdamConfig, CheckpointKeeper, LrSchedule};
 use serde::de::DeserializeOwned;
@@ -306,9 +306,25 @@ pub fn train<M: NatKind>(args: &TrainArgs) -> Result<PathBuf> {
             seconds_before
         );
     }
+    ensure!(
+        config.init_from_teacher || !config.init_predictor_from_teacher,
+        "init_predictor_from_teacher = true needs init_from_teacher = true"
+    );
     if config.init_from_teacher && resumed.is_none() {
         let weights = teacher_weights(&config.teacher)?;
-        let copied = init_from_teacher(&vs, &Checkpoint::load(&weights)?)?;
+        let renames: &[(&str, &str)] = if config.init_predictor_from_teacher {
+            &PREDICTOR_FROM_TEACHER_DECODER
+        } else {
+            &[]
+        };
+        let copied = init_from_teacher(&vs, &Checkpoint::load(&weights)?, renames)?;
+        ensure!(
+            !config.init_predictor_from_teacher
+                || copied.iter().any(|n| n.starts_with("latent_predictor.")),
+            "init_predictor_from_teacher: no latent-predictor tensor matches the teacher's \
+             decoder in {} (a plain NAT has no predictor; the layers' sizes must match)",
+            weights.display()
+        );
         tracing::info!(
             "initialised {} tensors from {}",
             copied.len(),
