@@ -336,5 +336,11 @@ mod tests {
         assert_eq!(paper.model.length.rule, emvq_latent::LengthRule::T2t);
         assert_eq!(paper.model.predictor_layers, paper.model.decoder_layers);
         assert_eq!(paper.model.bottleneck.bits, 12);
+        assert!(!paper.init_predictor_from_teacher);
+        let mut em: NatRunConfig = load_toml(&root.join("configs/multi30k/nat_em.toml")).unwrap();
+        assert!(em.init_from_teacher && em.init_predictor_from_teacher);
+        em.init_from_teacher = false;
+        let err = format!("{:#}", em.validate().unwrap_err());
+        assert!(err.contains("init_predictor_from_teacher"), "{err}");
     }
 }

@@ -116,6 +116,10 @@ impl<M: NatKind> NatRunConfigOf<M> {
             "train.keep_last ≥ 1 and 1 ≤ average_last ≤ keep_last"
         );
         ensure!(
+            self.init_from_teacher || !self.init_predictor_from_teacher,
+            "init_predictor_from_teacher = true needs init_from_teacher = true"
+        );
+        ensure!(
             self.decode.latent_beam >= 1 && self.decode.batch_sentences >= 1,
             "decode.latent_beam and batch_sentences must be at least 1"
         );
@@ -306,10 +310,6 @@ pub fn train<M: NatKind>(args: &TrainArgs) -> Result<PathBuf> {
             seconds_before
         );
     }
-    ensure!(
-        config.init_from_teacher || !config.init_predictor_from_teacher,
-        "init_predictor_from_teacher = true needs init_from_teacher = true"
-    );
     if config.init_from_teacher && resumed.is_none() {
         let weights = teacher_weights(&config.teacher)?;
         let renames: &[(&str, &str)] = if config.init_predictor_from_teacher {
