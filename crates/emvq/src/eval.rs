@@ -23,7 +23,9 @@ use std::time::Instant;
 use anyhow::{ensure, Context, Result};
 use clap::Args;
 use emvq_bleu::{Bleu, BleuConfig, Chrf, ChrfConfig, StatsMetric};
-use emvq_data::{prepare::encode_corpus, read_parallel, SubwordTokenizer, TranslationDataConfig};
+use emvq_data::{
+    prepare::encode_corpus, read_parallel, EncodedCorpus, SubwordTokenizer, TranslationDataConfig,
+};
 use emvq_latent::Score;
 use emvq_tensor::{fsutil::write_atomic, DeviceSpec};
 use emvq_transformer::Seq2Seq;
@@ -221,13 +223,35 @@ pub fn read_split(
     tokenizer: &SubwordTokenizer,
     split: &str,
 ) -> Result<(Vec<Vec<u32>>, Vec<String>)> {
+    let (encoded, refs) = read_split_encoded(data, tokenizer, split)?;
+    Ok((encoded.source, refs))
+}
+
+/// Both sides of a split encoded (each ending in EOS), with the raw
+/// reference sentences.
+fn read_split_encoded(
+    data: &TranslationDataConfig,
+    tokenizer: &SubwordTokenizer,
+    split: &str,
+) -> Result<(EncodedCorpus, Vec<String>)> {
     let data_dir = data.resolve_data_dir(&std::env::current_dir()?)?;
     let (src_path, tgt_path) = data.split_files(&data_dir, split);
     let raw = read_parallel(&src_path, &tgt_path)
         .with_context(|| format!("split {split:?} of {}", data_dir.display()))?;
     let all: Vec<usize> = (0..raw.len()).collect();
     let encoded = encode_corpus(tokenizer, &raw, &all)?;
-    Ok((encoded.source, raw.target))
+    Ok((encoded, raw.target))
+}
+
+/// Writes one line per hypothesis to `<run>/translations/<stem>.txt`
+/// (atomically); returns the path.
+fn write_translations(run: &Path, stem: &str, hyps: &[String]) -> Result<PathBuf> {
+    let path = run.join("translations").join(format!("{stem}.txt"));
+    std::fs::create_dir_all(path.parent().expect("has a parent"))?;
+    let mut text = hyps.join("\n");
+    text.push('\n');
+    write_atomic(&path, text.as_bytes())?;
+    Ok(path)
 }
 
 /// What `emvq eval` stores for one split of a NAT run (and one `--rescore`).
@@ -328,14 +352,7 @@ pub fn run_nat(args: &EvalArgs) -> Result<NatSplitResult> {
     let suffix = args
         .rescore
         .map_or("nat".to_string(), |s| format!("rescore{s}{score_suffix}"));
-    let translations = args
-        .run
-        .join("translations")
-        .join(format!("{}.{suffix}.txt", args.split));
-    std::fs::create_dir_all(translations.parent().expect("has a parent"))?;
-    let mut text = hyps.join("\n");
-    text.push('\n');
-    write_atomic(&translations, text.as_bytes())?;
+    let translations = write_translations(&args.run, &format!("{}.{suffix}", args.split), &hyps)?;
     let result = NatSplitResult {
         split: args.split.clone(),
         kind: nat.kind,
@@ -381,12 +398,7 @@ fn run_oracle_latents(args: &EvalArgs, nat: &LoadedNatRun) -> Result<NatSplitRes
         "--oracle-latents needs a latent NAT run; {} is a plain NAT",
         args.run.display()
     );
-    let data_dir = nat.data.resolve_data_dir(&std::env::current_dir()?)?;
-    let (src_path, tgt_path) = nat.data.split_files(&data_dir, &args.split);
-    let raw = read_parallel(&src_path, &tgt_path)
-        .with_context(|| format!("split {:?} of {}", args.split, data_dir.display()))?;
-    let all: Vec<usize> = (0..raw.len()).collect();
-    let encoded = encode_corpus(&nat.tokenizer, &raw, &all)?;
+    let (encoded, refs) = read_split_encoded(&nat.data, &nat.tokenizer, &args.split)?;
     let _guard = tch::no_grad_guard();
     let start = Instant::now();
     let mut out = Vec::with_capacity(encoded.source.len());
@@ -396,11 +408,7 @@ fn run_oracle_latents(args: &EvalArgs, nat: &LoadedNatRun) -> Result<NatSplitRes
     let seconds = start.elapsed().as_secs_f64();
     let hyps = nat.tokenizer.decode_batch(&out)?;
     let key = format!("{}.oracle_latents", args.split);
-    let translations = args.run.join("translations").join(format!("{key}.txt"));
-    std::fs::create_dir_all(translations.parent().expect("has a parent"))?;
-    let mut text = hyps.join("\n");
-    text.push('\n');
-    write_atomic(&translations, text.as_bytes())?;
+    let translations = write_translations(&args.run, &key, &hyps)?;
     let result = NatSplitResult {
         split: args.split.clone(),
         kind: nat.kind,
@@ -408,8 +416,8 @@ fn run_oracle_latents(args: &EvalArgs, nat: &LoadedNatRun) -> Result<NatSplitRes
         rescore: None,
         rescore_score: None,
         latent_beam: nat.decode.latent_beam,
-        bleu: bleu_of(&hyps, &raw.target)?,
-        chrf: chrf_of(&hyps, &raw.target)?,
+        bleu: bleu_of(&hyps, &refs)?,
+        chrf: chrf_of(&hyps, &refs)?,
         sentences_per_s: out.len() as f64 / seconds.max(1e-9),
         latency: None,
         teacher: None,
@@ -432,12 +440,7 @@ pub fn run_teacher(args: &EvalArgs) -> Result<SplitResult> {
         teacher.config.decode.length_penalty = alpha;
     }
     let config = &teacher.config;
-    let data_dir = config.data.resolve_data_dir(&std::env::current_dir()?)?;
-    let (src_path, tgt_path) = config.data.split_files(&data_dir, &args.split);
-    let raw = read_parallel(&src_path, &tgt_path)
-        .with_context(|| format!("split {:?} of {}", args.split, data_dir.display()))?;
-    let all: Vec<usize> = (0..raw.len()).collect();
-    let encoded = encode_corpus(&teacher.tokenizer, &raw, &all)?;
+    let (sources, refs) = read_split(&config.data, &teacher.tokenizer, &args.split)?;
     let beam = args.beam.unwrap_or(config.decode.beam_size);
     ensure!(beam >= 1, "--beam must be at least 1");
     let batch = args.batch.unwrap_or(config.decode.batch_sentences);
@@ -445,7 +448,7 @@ pub fn run_teacher(args: &EvalArgs) -> Result<SplitResult> {
     let start = Instant::now();
     let out = translate_ids(
         &teacher.model,
-        &encoded.source,
+        &sources,
         &config.decode.search(beam),
         batch,
         teacher.device,
@@ -454,40 +457,36 @@ pub fn run_teacher(args: &EvalArgs) -> Result<SplitResult> {
     let hyps = teacher.tokenizer.decode_batch(&out)?;
     let greedy_out = translate_ids(
         &teacher.model,
-        &encoded.source,
+        &sources,
         &config.decode.search(1),
         batch,
         teacher.device,
     )?;
     let greedy_hyps = teacher.tokenizer.decode_batch(&greedy_out)?;
 
-    let translations = args
-        .run
-        .join("translations")
-        .join(format!("{}.beam{beam}.txt", args.split));
-    std::fs::create_dir_all(translations.parent().expect("has a parent"))?;
-    let mut text = hyps.join("\n");
-    text.push('\n');
-    write_atomic(&translations, text.as_bytes())?;
+    let translations = write_translations(&args.run, &format!("{}.beam{beam}", args.split), &hyps)?;
 
-    let n_latency = args.latency_sentences.unwrap_or(raw.len()).min(raw.len());
+    let n_latency = args
+        .latency_sentences
+        .unwrap_or(sources.len())
+        .min(sources.len());
     let (latency_greedy, latency_beam) = if n_latency > 0 {
         (
-            Some(latency(&teacher, &encoded.source, 1, n_latency)?),
-            Some(latency(&teacher, &encoded.source, beam, n_latency)?),
+            Some(latency(&teacher, &sources, 1, n_latency)?),
+            Some(latency(&teacher, &sources, beam, n_latency)?),
         )
     } else {
         (None, None)
     };
     let result = SplitResult {
         split: args.split.clone(),
-        sentences: raw.len(),
+        sentences: sources.len(),
         beam,
         length_penalty: config.decode.length_penalty,
-        bleu: bleu_of(&hyps, &raw.target)?,
-        chrf: chrf_of(&hyps, &raw.target)?,
-        bleu_greedy: bleu_of(&greedy_hyps, &raw.target)?,
-        beam_sentences_per_s: raw.len() as f64 / beam_seconds.max(1e-9),
+        bleu: bleu_of(&hyps, &refs)?,
+        chrf: chrf_of(&hyps, &refs)?,
+        bleu_greedy: bleu_of(&greedy_hyps, &refs)?,
+        beam_sentences_per_s: sources.len() as f64 / beam_seconds.max(1e-9),
         latency_greedy,
         latency_beam,
         weights: teacher.weights.clone(),
