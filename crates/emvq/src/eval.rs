@@ -393,18 +393,11 @@ pub fn run_nat(args: &EvalArgs) -> Result<NatSplitResult> {
 /// `emvq eval --oracle-latents`: every reference decoded from its own
 /// latents, sentence by sentence; stored without latency.
 fn run_oracle_latents(args: &EvalArgs, nat: &LoadedNatRun) -> Result<NatSplitResult> {
-    ensure!(
-        nat.kind == RunKind::LatentNat,
-        "--oracle-latents needs a latent NAT run; {} is a plain NAT",
-        args.run.display()
-    );
     let (encoded, refs) = read_split_encoded(&nat.data, &nat.tokenizer, &args.split)?;
-    let _guard = tch::no_grad_guard();
     let start = Instant::now();
-    let mut out = Vec::with_capacity(encoded.source.len());
-    for (src, tgt) in encoded.source.iter().zip(&encoded.target) {
-        out.push(nat.reconstruct_one(src, tgt)?.expect("a latent NAT"));
-    }
+    let out = (encoded.source.iter().zip(&encoded.target))
+        .map(|(src, tgt)| nat.reconstruct_one(src, tgt))
+        .collect::<Result<Vec<_>>>()?;
     let seconds = start.elapsed().as_secs_f64();
     let hyps = nat.tokenizer.decode_batch(&out)?;
     let key = format!("{}.oracle_latents", args.split);

@@ -159,21 +159,22 @@ impl LoadedNatRun {
         };
         Ok(to_u32(tokens))
     }
-}
 
-impl LoadedNatRun {
-    /// Autoencoding, a diagnostic upper bound of the latent predictor: each
+    /// Autoencoding, a diagnostic upper bound of the latent predictor: the
     /// target (ids ending in EOS) compressed to its own latents, quantised,
     /// and decoded in one pass at its true length beside its source; output
-    /// ids without EOS. `None` for a plain NAT (it has no latents).
-    pub fn reconstruct_one(&self, source: &[u32], target: &[u32]) -> Result<Option<Vec<u32>>> {
+    /// ids without EOS. A plain NAT has no latents: an error.
+    pub fn reconstruct_one(&self, source: &[u32], target: &[u32]) -> Result<Vec<u32>> {
         let NatNet::Latent(model) = &self.net else {
-            return Ok(None);
+            bail!(
+                "run {} is a plain NAT: it has no latents to reconstruct from",
+                self.name
+            );
         };
         let src = self.source_tensor(source); // [1, src_len]
         let tgt = self.source_tensor(target); // [1, tgt_len]
         let mut rows = model.reconstruct(&src, &tgt)?;
-        Ok(Some(to_u32(rows.swap_remove(0))))
+        Ok(to_u32(rows.swap_remove(0)))
     }
 }
 
