@@ -100,6 +100,13 @@ pub struct ScheduleConfig {
     /// ~2k steps keeps it constant. 0: off. Not with `mix_gold`.
     #[serde(default)]
     pub glancing_ratio: f64,
+    /// Latent scheduled sampling (beyond the paper): once the latent loss
+    /// is on, this share of the training sentences decode from the latent
+    /// predictor's own codes (the argmax of its teacher-forced output, as
+    /// greedy inference picks them) instead of the target's, so the decoder
+    /// learns to read the latents it will get at test time. 0: off.
+    #[serde(default)]
+    pub predicted_latents: f64,
 }
 
 impl ScheduleConfig {
@@ -176,6 +183,12 @@ impl NatConfig {
                     .into(),
             );
         }
+        if !(0.0..=1.0).contains(&s.predicted_latents) {
+            return bad(format!(
+                "schedule.predicted_latents must be in [0, 1], got {}",
+                s.predicted_latents
+            ));
+        }
         if s.latent_loss_start < 0 || s.latent_loss_weight < 0.0 {
             return bad("schedule.latent_loss_start and latent_loss_weight must be ≥ 0".into());
         }
@@ -247,6 +260,7 @@ mod tests {
             latent_loss_weight: 1.0,
             label_smoothing: 0.0,
             glancing_ratio: 0.0,
+            predicted_latents: 0.0,
         }
     }
 
@@ -285,5 +299,9 @@ mod tests {
         cfg.schedule.mix_gold = false;
         cfg.schedule.glancing_ratio = 1.0;
         assert!(cfg.validate().unwrap_err().to_string().contains("[0, 1)"));
+        cfg.schedule.glancing_ratio = 0.5;
+        cfg.schedule.predicted_latents = 1.5;
+        let err = cfg.validate().unwrap_err().to_string();
+        assert!(err.contains("schedule.predicted_latents"), "{err}");
     }
 }

@@ -318,6 +318,19 @@ impl LatentNat {
             };
             (out.quantized, loss, out.commitment_loss, Some(codes))
         };
+        // The latent predictor's teacher-forced output over the codes.
+        let latent_on = cfg.schedule.latent_loss_on(step);
+        let latent_logits = match &codes {
+            Some(c) if latent_on || !train => Some(self.latent_logits(c, &enc, train)?),
+            _ => None,
+        }; // [b, L, n_c, K]
+        let sampled = cfg.schedule.predicted_latents;
+        let (z, predicted_share) = match &latent_logits {
+            Some(logits) if train && sampled > 0.0 => {
+                self.with_predicted_latents(&z, logits, sampled)?
+            }
+            _ => (z, None),
+        };
         let (visible, latents) = match cfg.length.rule {
             LengthRule::T2t => (None, None),
             _ => (Some(&tgt_lens), Some(self.latent_count(&tgt_lens)?)),
@@ -385,9 +398,8 @@ impl LatentNat {
         let token_loss = tok.loss();
         let token_nll = tok.nll().double_value(&[]);
 
-        let latent_on = cfg.schedule.latent_loss_on(step);
-        let latent_ce = match &codes {
-            Some(c) if latent_on || !train => Some(self.latent_loss(c, &enc, &tgt_lens, n, train)?),
+        let latent_ce = match (&codes, &latent_logits) {
+            (Some(c), Some(logits)) => Some(self.latent_loss(c, logits, &tgt_lens, n)?),
             _ => None,
         };
         let length_ce = self
@@ -410,6 +422,9 @@ impl LatentNat {
         }
         if let Some(share) = glanced_share {
             metrics.push(("glanced", share));
+        }
+        if let Some(share) = predicted_share {
+            metrics.push(("predicted_latents", share));
         }
         Ok((
             NatLoss {
@@ -446,22 +461,54 @@ impl LatentNat {
             .f_logical_and(real)?)
     }
 
-    /// Cross-entropy of the latent predictor against the codes' targets
-    /// (EM: soft; otherwise one-hot), mean over slices and over the latents
-    /// that cover real target positions (all of them for the `t2t` rule).
-    fn latent_loss(
+    /// The latent predictor's output over the codes, teacher-forced:
+    /// `[b, L, n_c, K]` logits, position i reading the codes before i.
+    fn latent_logits(
         &self,
         codes: &LatentCodes,
         enc: &EncoderOutput,
-        tgt_lens: &Tensor,
-        n: i64,
         train: bool,
     ) -> Result<Tensor> {
-        let k = self.bottleneck.codebook_size();
         let emb = self.bottleneck.embed_codes(&codes.codes)?.f_detach()?; // [b, L, d]
-        let logits = self
+        Ok(self
             .predictor
-            .forward(&emb, &enc.memory, &enc.memory_mask()?, train)?; // [b, L, n_c, K]
+            .forward(&emb, &enc.memory, &enc.memory_mask()?, train)?) // [b, L, n_c, K]
+    }
+
+    /// Latent scheduled sampling: rows drawn with probability `share` get
+    /// the embeddings of the predictor's argmax codes in place of the
+    /// quantized target latents `z` `[b, L, d]` (no gradient flows into the
+    /// predictor or the codebook through them). Returns the mixed latents
+    /// and the share of rows so replaced.
+    fn with_predicted_latents(
+        &self,
+        z: &Tensor,
+        logits: &Tensor,
+        share: f64,
+    ) -> Result<(Tensor, Option<f64>)> {
+        let predicted = tch::no_grad(|| -> Result<Tensor> {
+            let codes = logits.f_argmax(-1, false)?; // [b, L, n_c]
+            Ok(self.bottleneck.embed_codes(&codes)?) // [b, L, d]
+        })?;
+        let b = z.size()[0];
+        let rows = Tensor::f_rand([b], (Kind::Float, z.device()))?.f_lt(share)?; // [b]
+        let replaced = rows.f_sum(Kind::Float)?.double_value(&[]) / b.max(1) as f64;
+        let mixed = predicted.f_where_self(&rows.f_view([b, 1, 1])?, z)?; // [b, L, d]
+        Ok((mixed, Some(replaced)))
+    }
+
+    /// Cross-entropy of the latent predictor's `logits` against the codes'
+    /// targets (EM: soft; otherwise one-hot), mean over slices and over the
+    /// latents that cover real target positions (all of them for the `t2t`
+    /// rule).
+    fn latent_loss(
+        &self,
+        codes: &LatentCodes,
+        logits: &Tensor,
+        tgt_lens: &Tensor,
+        n: i64,
+    ) -> Result<Tensor> {
+        let k = self.bottleneck.codebook_size();
         let lp = logits.f_log_softmax(-1, Kind::Float)?;
         let target = match (&codes.soft_targets, self.cfg.bottleneck.kind) {
             (Some(r), BottleneckKind::Em) => r.f_detach()?,

@@ -63,6 +63,7 @@ fn tiny(rule: LengthRule, k: i64) -> NatConfig {
             latent_loss_weight: 1.0,
             label_smoothing: 0.0,
             glancing_ratio: 0.0,
+            predicted_latents: 0.0,
         },
     }
 }
@@ -551,4 +552,54 @@ fn glancing_feeds_gold_to_about_half_the_wrong_tokens_and_still_learns() {
     // Fewer wrong tokens, fewer glances.
     assert!(last_share < 0.1, "glanced share {share} → {last_share}");
     assert_eq!(model.reconstruct(&src, &tgt).unwrap(), want);
+}
+
+#[test]
+fn predicted_latents_replace_the_share_asked_once_the_latent_loss_is_on() {
+    tch::manual_seed(6);
+    let mut cfg = tiny(LengthRule::Ratio, 1);
+    cfg.bottleneck.bits = 6;
+    cfg.bottleneck.decay = 0.9;
+    cfg.schedule.latent_loss_start = 10;
+    cfg.schedule.predicted_latents = 1.0;
+    let vs = VarStore::new(Device::Cpu);
+    let model = LatentNat::new(vs.root(), &cfg).unwrap();
+    let (src, tgt, want) = pairs();
+    let predicted = |out: &emvq_latent::NatLoss| {
+        out.metrics
+            .iter()
+            .find(|(n, _)| *n == "predicted_latents")
+            .map(|(_, v)| *v)
+    };
+    // Before the latent loss starts the predictor is untrained: no swap.
+    assert!(predicted(&model.loss(&src, &tgt, 9, true).unwrap()).is_none());
+    // Evaluation always decodes the target's own latents.
+    assert!(predicted(&model.loss(&src, &tgt, 10, false).unwrap()).is_none());
+
+    // Trained on its predictor's codes only, the decoder learns to read
+    // them: greedy inference (which feeds exactly those) translates.
+    let mut opt = Adam::new(&vs, &AdamConfig::default()).unwrap();
+    for step in 10..=600 {
+        opt.zero_grad();
+        let out = model.loss(&src, &tgt, step, true).unwrap();
+        assert_eq!(predicted(&out), Some(1.0));
+        out.total.backward();
+        opt.step(3e-3).unwrap();
+        if step % 50 == 0 && model.translate(&src, &NatDecode::default()).unwrap() == want {
+            break;
+        }
+    }
+    let got = model.translate(&src, &NatDecode::default()).unwrap();
+    let correct = got.iter().zip(&want).filter(|(a, b)| a == b).count();
+    assert!(correct >= 18, "{correct}/20 exact");
+
+    // A share of one half swaps about half of a large batch's rows.
+    let mut half = cfg.clone();
+    half.schedule.predicted_latents = 0.5;
+    let vs = VarStore::new(Device::Cpu);
+    let model = LatentNat::new(vs.root(), &half).unwrap();
+    let many_src = src.repeat([20, 1]); // [400, len]
+    let many_tgt = tgt.repeat([20, 1]);
+    let share = predicted(&model.loss(&many_src, &many_tgt, 10, true).unwrap()).unwrap();
+    assert!((share - 0.5).abs() < 0.1, "{share}");
 }
