@@ -122,10 +122,11 @@ impl LoadedNatRun {
         self.data.train_dir.is_some()
     }
 
-    /// `[1, src_len]` on the model's device: the ids (ending in EOS), cut to
-    /// the model's `max_positions` with EOS kept.
-    pub fn source_tensor(&self, ids: &[u32]) -> Tensor {
-        let row = fit_source(ids, self.max_positions as usize);
+    /// `[1, len]` on the model's device: one sentence's ids (source or
+    /// target, ending in EOS), cut to the model's `max_positions` with EOS
+    /// kept.
+    pub fn row_tensor(&self, ids: &[u32]) -> Tensor {
+        let row = fit_row(ids, self.max_positions as usize);
         pad_rows(&[&row], self.pad_id, self.device)
     }
 
@@ -145,7 +146,7 @@ impl LoadedNatRun {
         rescorer: Option<(&Seq2Seq, usize)>,
     ) -> Result<Vec<u32>> {
         let _guard = tch::no_grad_guard();
-        let src = self.source_tensor(source); // [1, src_len]
+        let src = self.row_tensor(source); // [1, src_len]
         let tokens = match rescorer {
             None => self.model().translate(&src, &self.decode)?.swap_remove(0),
             Some((teacher, s)) => rescore_by(
@@ -171,8 +172,8 @@ impl LoadedNatRun {
                 self.name
             );
         };
-        let src = self.source_tensor(source); // [1, src_len]
-        let tgt = self.source_tensor(target); // [1, tgt_len]
+        let src = self.row_tensor(source); // [1, src_len]
+        let tgt = self.row_tensor(target); // [1, tgt_len]
         let mut rows = model.reconstruct(&src, &tgt)?;
         Ok(to_u32(rows.swap_remove(0)))
     }
@@ -215,7 +216,7 @@ pub fn translate_batched(
     for chunk in order.chunks(batch.max(1)) {
         let rows: Vec<Vec<u32>> = chunk
             .iter()
-            .map(|&i| fit_source(&sources[i], max_positions as usize))
+            .map(|&i| fit_row(&sources[i], max_positions as usize))
             .collect();
         let refs: Vec<&[u32]> = rows.iter().map(Vec::as_slice).collect();
         let src = pad_rows(&refs, pad, device); // [batch, src_len]
@@ -226,7 +227,8 @@ pub fn translate_batched(
     Ok(out)
 }
 
-fn fit_source(ids: &[u32], max_len: usize) -> Vec<u32> {
+/// The ids cut to `max_len` with EOS kept; an empty row becomes `[EOS]`.
+fn fit_row(ids: &[u32], max_len: usize) -> Vec<u32> {
     let mut row = ids.to_vec();
     if row.len() > max_len {
         row.truncate(max_len - 1);
@@ -389,9 +391,9 @@ mod tests {
     }
 
     #[test]
-    fn sources_are_cut_with_eos_kept() {
-        assert_eq!(fit_source(&[5, 6, 7, EOS_ID], 3), vec![5, 6, EOS_ID]);
-        assert_eq!(fit_source(&[], 3), vec![EOS_ID]);
-        assert_eq!(fit_source(&[5, EOS_ID], 3), vec![5, EOS_ID]);
+    fn rows_are_cut_with_eos_kept() {
+        assert_eq!(fit_row(&[5, 6, 7, EOS_ID], 3), vec![5, 6, EOS_ID]);
+        assert_eq!(fit_row(&[], 3), vec![EOS_ID]);
+        assert_eq!(fit_row(&[5, EOS_ID], 3), vec![5, EOS_ID]);
     }
 }
