@@ -35,6 +35,11 @@ pub struct NatDecode {
     /// training (the mean of sampled codes). The predictor's own inputs stay
     /// the argmax codes.
     pub soft_latents: bool,
+    /// Collapse each run of one token repeated at neighbouring positions
+    /// into a single token ("a a b" → "a b"; Lee et al. 2018, arXiv
+    /// 1802.06901): neighbouring positions of a one-pass decoder often pick
+    /// the same word. `false`: the decoder's argmax as it is.
+    pub collapse_repeats: bool,
 }
 
 impl Default for NatDecode {
@@ -44,7 +49,18 @@ impl Default for NatDecode {
             temperature: 1.0,
             seed: 0,
             soft_latents: false,
+            collapse_repeats: false,
         }
+    }
+}
+
+impl NatDecode {
+    /// Decoded rows as these settings want them (repeats collapsed or not).
+    pub fn finish(&self, mut rows: Vec<Vec<i64>>) -> Vec<Vec<i64>> {
+        if self.collapse_repeats {
+            rows.iter_mut().for_each(Vec::dedup);
+        }
+        rows
     }
 }
 
@@ -63,4 +79,23 @@ pub trait NatModel {
     /// latent sequences, or several target lengths), decoded in one batch,
     /// for rescoring by the teacher.
     fn candidates(&self, src: &Tensor, n: usize, settings: &NatDecode) -> Result<Vec<Vec<i64>>>;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn finish_collapses_neighbouring_repeats_only_when_asked() {
+        let rows = vec![vec![5, 5, 6, 5, 7, 7, 7], vec![], vec![4]];
+        assert_eq!(NatDecode::default().finish(rows.clone()), rows);
+        let collapse = NatDecode {
+            collapse_repeats: true,
+            ..Default::default()
+        };
+        assert_eq!(
+            collapse.finish(rows),
+            vec![vec![5, 6, 5, 7], vec![], vec![4]]
+        );
+    }
 }

@@ -470,9 +470,8 @@ impl LatentNat {
         train: bool,
     ) -> Result<Tensor> {
         let emb = self.bottleneck.embed_codes(&codes.codes)?.f_detach()?; // [b, L, d]
-        Ok(self
-            .predictor
-            .forward(&emb, &enc.memory, &enc.memory_mask()?, train)?) // [b, L, n_c, K]
+        self.predictor
+            .forward(&emb, &enc.memory, &enc.memory_mask()?, train) // [b, L, n_c, K]
     }
 
     /// Latent scheduled sampling: rows drawn with probability `share` get
@@ -862,7 +861,7 @@ impl LatentNat {
             stats.latent_seconds = t2 - t1;
             stats.decode_seconds = thread_cpu_seconds() - t2;
             stats.lengths = lens;
-            Ok((out, stats))
+            Ok((settings.finish(out), stats))
         })
     }
 }
@@ -895,7 +894,7 @@ impl NatModel for LatentNat {
             let mut steps = 0;
             let sample = Some((settings.temperature, settings.seed));
             let codes = self.predict_latents(&rep, l, sample, &mut steps)?;
-            self.decode_codes(&codes, &rep, &vec![len; n])
+            Ok(settings.finish(self.decode_codes(&codes, &rep, &vec![len; n])?))
         })
     }
 }

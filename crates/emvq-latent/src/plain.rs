@@ -431,22 +431,24 @@ impl NatModel for PlainNat {
         })
     }
 
-    /// Greedy one-pass translation at the best predicted length. `settings`
-    /// is unused (no latents, nothing sampled).
-    fn translate(&self, src: &Tensor, _settings: &NatDecode) -> Result<Vec<Vec<i64>>> {
-        self.decode_best(src, 1)
+    /// Greedy one-pass translation at the best predicted length. Of
+    /// `settings` only `collapse_repeats` applies (no latents, nothing
+    /// sampled).
+    fn translate(&self, src: &Tensor, settings: &NatDecode) -> Result<Vec<Vec<i64>>> {
+        Ok(settings.finish(self.decode_best(src, 1)?))
     }
 
     /// Noisy parallel decoding: the `n` best lengths of the single source,
-    /// decoded in one batch (best length first). `settings` is unused.
-    fn candidates(&self, src: &Tensor, n: usize, _settings: &NatDecode) -> Result<Vec<Vec<i64>>> {
+    /// decoded in one batch (best length first). Of `settings` only
+    /// `collapse_repeats` applies.
+    fn candidates(&self, src: &Tensor, n: usize, settings: &NatDecode) -> Result<Vec<Vec<i64>>> {
         if src.dim() != 2 || src.size()[0] != 1 {
             return Err(LatentError::Shape(format!(
                 "candidates take one source [1, len], got {:?}",
                 src.size()
             )));
         }
-        self.decode_best(src, n)
+        Ok(settings.finish(self.decode_best(src, n)?))
     }
 }
 

@@ -355,12 +355,34 @@ fn candidates_are_seeded_samples_of_one_source() {
         temperature: 2.0,
         seed: 11,
         soft_latents: false,
+        collapse_repeats: false,
     };
     let a = model.candidates(&src, 6, &settings).unwrap();
     let b = model.candidates(&src, 6, &settings).unwrap();
     assert_eq!(a.len(), 6);
     assert_eq!(a, b);
     assert!(a.iter().all(|c| c.len() <= 7));
+    // Collapsing repeats changes nothing but the repeats, for candidates
+    // and for translations (an untrained decoder repeats plenty).
+    let collapse = NatDecode {
+        collapse_repeats: true,
+        ..settings.clone()
+    };
+    let dedup = |mut rows: Vec<Vec<i64>>| {
+        rows.iter_mut().for_each(Vec::dedup);
+        rows
+    };
+    assert_eq!(
+        model.candidates(&src, 6, &collapse).unwrap(),
+        dedup(a.clone())
+    );
+    let raw = model.translate(&src, &settings).unwrap();
+    let collapsed = model.translate(&src, &collapse).unwrap();
+    assert_eq!(collapsed, dedup(raw.clone()));
+    assert!(a
+        .iter()
+        .chain(&raw)
+        .any(|r| r.windows(2).any(|w| w[0] == w[1])));
     assert!(model
         .candidates(&batch(&[vec![3], vec![4]]), 2, &settings)
         .is_err());

@@ -80,6 +80,10 @@ pub struct EvalArgs {
     /// would give. Stored under `<split>.oracle_latents`.
     #[arg(long, conflicts_with = "rescore")]
     pub oracle_latents: bool,
+    /// NAT runs: collapse neighbouring repeated tokens of each output, `true`
+    /// or `false` (default: the run's `[decode] collapse_repeats`).
+    #[arg(long)]
+    pub collapse_repeats: Option<bool>,
     #[arg(long)]
     pub device: Option<DeviceSpec>,
 }
@@ -265,6 +269,9 @@ pub struct NatSplitResult {
     /// How the teacher ranked the candidates (with `rescore`).
     pub rescore_score: Option<Score>,
     pub latent_beam: usize,
+    /// Neighbouring repeated tokens collapsed (`[decode] collapse_repeats`).
+    #[serde(default)]
+    pub collapse_repeats: bool,
     pub bleu: Scored,
     pub chrf: Scored,
     /// Decoding of the whole split (batched one pass, or sentence by
@@ -306,6 +313,9 @@ pub fn run_nat(args: &EvalArgs) -> Result<NatSplitResult> {
         return run_oracle_latents(args, &nat);
     }
     nat.decode.temperature = args.temperature;
+    if let Some(collapse) = args.collapse_repeats {
+        nat.decode.collapse_repeats = collapse;
+    }
     if let Some(score) = args.rescore_score {
         nat.rescore_score = score;
     }
@@ -360,6 +370,7 @@ pub fn run_nat(args: &EvalArgs) -> Result<NatSplitResult> {
         rescore: args.rescore,
         rescore_score: args.rescore.map(|_| nat.rescore_score),
         latent_beam: nat.decode.latent_beam,
+        collapse_repeats: nat.decode.collapse_repeats,
         bleu: bleu_of(&hyps, &refs)?,
         chrf: chrf_of(&hyps, &refs)?,
         sentences_per_s: sources.len() as f64 / seconds.max(1e-9),
@@ -375,9 +386,12 @@ pub fn run_nat(args: &EvalArgs) -> Result<NatSplitResult> {
         Some(s) => format!("{}.rescore{s}{score_suffix}", args.split),
     };
     let path = store_result(&args.run, &key, serde_json::to_value(&result)?)?;
-    let how = args.rescore.map_or("one pass".to_string(), |s| {
+    let mut how = args.rescore.map_or("one pass".to_string(), |s| {
         format!("best of {s} rescored by the teacher{score_words}")
     });
+    if result.collapse_repeats {
+        how.push_str(", repeats collapsed");
+    }
     println!("{} ({how})", result.bleu.line);
     println!("{}", result.chrf.line);
     if let Some(l) = &result.latency {
@@ -409,6 +423,7 @@ fn run_oracle_latents(args: &EvalArgs, nat: &LoadedNatRun) -> Result<NatSplitRes
         rescore: None,
         rescore_score: None,
         latent_beam: nat.decode.latent_beam,
+        collapse_repeats: false,
         bleu: bleu_of(&hyps, &refs)?,
         chrf: chrf_of(&hyps, &refs)?,
         sentences_per_s: out.len() as f64 / seconds.max(1e-9),

@@ -112,12 +112,17 @@ pub struct NatDecodeSettings {
     /// `per_token` (divided by the candidate's length + 1).
     #[serde(default)]
     pub rescore_score: Score,
+    /// Collapse neighbouring repeated tokens of every one-pass output ("a a
+    /// b" → "a b"; beyond the paper). Absent: `false`, the raw argmax.
+    #[serde(default)]
+    pub collapse_repeats: bool,
 }
 
 impl NatDecodeSettings {
     pub fn nat(&self) -> NatDecode {
         NatDecode {
             latent_beam: self.latent_beam,
+            collapse_repeats: self.collapse_repeats,
             ..Default::default()
         }
     }
@@ -337,8 +342,10 @@ mod tests {
         assert_eq!(paper.model.predictor_layers, paper.model.decoder_layers);
         assert_eq!(paper.model.bottleneck.bits, 12);
         assert!(!paper.init_predictor_from_teacher);
+        assert!(!paper.decode.nat().collapse_repeats);
         let mut em: NatRunConfig = load_toml(&root.join("configs/multi30k/nat_em.toml")).unwrap();
         assert!(em.init_from_teacher && em.init_predictor_from_teacher);
+        assert!(em.decode.nat().collapse_repeats);
         em.init_from_teacher = false;
         let err = format!("{:#}", em.validate().unwrap_err());
         assert!(err.contains("init_predictor_from_teacher"), "{err}");

@@ -284,6 +284,34 @@ fn nat_runs_eval_translate_and_bench_latency() {
         assert!(!emvq(w, &args).status.success(), "{args:?}");
     }
 
+    // eval --collapse-repeats overrides the run's [decode] setting: the
+    // stored translations are the raw ones with neighbouring repeats
+    // collapsed, and the result says so.
+    let one_pass = |collapse: &str| {
+        let out = ok(emvq(
+            w,
+            &[
+                "eval",
+                "--run",
+                "runs/nat/em",
+                "--collapse-repeats",
+                collapse,
+            ],
+        ));
+        let printed = String::from_utf8(out.stdout).unwrap();
+        assert_eq!(printed.contains("repeats collapsed"), collapse == "true");
+        let one = json(&w.join("runs/nat/em/results.json"))["test_2016_flickr"].clone();
+        assert_eq!(one["collapse_repeats"], collapse == "true");
+        std::fs::read_to_string(w.join(one["translations"].as_str().unwrap())).unwrap()
+    };
+    let raw = one_pass("false");
+    let collapsed = one_pass("true");
+    assert_eq!(raw.lines().count(), collapsed.lines().count());
+    for (r, c) in raw.lines().zip(collapsed.lines()) {
+        // Collapsing only drops subword tokens: no line grows.
+        assert!(c.len() <= r.len(), "{r:?} → {c:?}");
+    }
+
     // translate: stdin → one line per input line, one pass and rescored.
     for extra in [&[][..], &["--rescore", "2"][..]] {
         let mut child = Command::new(env!("CARGO_BIN_EXE_emvq"))
