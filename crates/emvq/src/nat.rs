@@ -346,6 +346,8 @@ mod tests {
         let mut em: NatRunConfig = load_toml(&root.join("configs/multi30k/nat_em.toml")).unwrap();
         assert!(em.init_from_teacher && em.init_predictor_from_teacher);
         assert!(em.decode.nat().collapse_repeats);
+        assert_eq!(em.model.schedule.predicted_latents, 0.5);
+        assert_eq!(paper.model.schedule.predicted_latents, 0.0);
         em.init_from_teacher = false;
         let err = format!("{:#}", em.validate().unwrap_err());
         assert!(err.contains("init_predictor_from_teacher"), "{err}");
