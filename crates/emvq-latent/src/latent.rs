@@ -327,7 +327,8 @@ impl LatentNat {
         let sampled = cfg.schedule.predicted_latents;
         let (z, predicted_share) = match &latent_logits {
             Some(logits) if train && sampled > 0.0 => {
-                self.with_predicted_latents(&z, logits, sampled)?
+                let (mixed, share) = self.with_predicted_latents(&z, logits, sampled)?;
+                (mixed, Some(share))
             }
             _ => (z, None),
         };
@@ -484,7 +485,7 @@ impl LatentNat {
         z: &Tensor,
         logits: &Tensor,
         share: f64,
-    ) -> Result<(Tensor, Option<f64>)> {
+    ) -> Result<(Tensor, f64)> {
         let predicted = tch::no_grad(|| -> Result<Tensor> {
             let codes = logits.f_argmax(-1, false)?; // [b, L, n_c]
             Ok(self.bottleneck.embed_codes(&codes)?) // [b, L, d]
@@ -493,7 +494,7 @@ impl LatentNat {
         let rows = Tensor::f_rand([b], (Kind::Float, z.device()))?.f_lt(share)?; // [b]
         let replaced = rows.f_sum(Kind::Float)?.double_value(&[]) / b.max(1) as f64;
         let mixed = predicted.f_where_self(&rows.f_view([b, 1, 1])?, z)?; // [b, L, d]
-        Ok((mixed, Some(replaced)))
+        Ok((mixed, replaced))
     }
 
     /// Cross-entropy of the latent predictor's `logits` against the codes'

@@ -112,8 +112,9 @@ pub struct NatDecodeSettings {
     /// `per_token` (divided by the candidate's length + 1).
     #[serde(default)]
     pub rescore_score: Score,
-    /// Collapse neighbouring repeated tokens of every one-pass output ("a a
-    /// b" → "a b"; beyond the paper). Absent: `false`, the raw argmax.
+    /// Collapse neighbouring repeated tokens of every output, one pass or
+    /// candidate ("a a b" → "a b"; beyond the paper). Absent: `false`, the
+    /// raw argmax.
     #[serde(default)]
     pub collapse_repeats: bool,
 }
