@@ -81,8 +81,9 @@ pub struct EvalArgs {
     #[arg(long, conflicts_with = "rescore")]
     pub oracle_latents: bool,
     /// NAT runs: collapse neighbouring repeated tokens of each output, `true`
-    /// or `false` (default: the run's `[decode] collapse_repeats`).
-    #[arg(long)]
+    /// or `false` (default: the run's `[decode] collapse_repeats`; the
+    /// oracle-latent diagnostic decodes raw).
+    #[arg(long, conflicts_with = "oracle_latents")]
     pub collapse_repeats: Option<bool>,
     #[arg(long)]
     pub device: Option<DeviceSpec>,
@@ -197,8 +198,11 @@ pub fn run(args: &EvalArgs) -> Result<()> {
     match run_kind(&args.run)? {
         RunKind::Teacher => {
             ensure!(
-                args.rescore.is_none() && args.teacher.is_none() && !args.oracle_latents,
-                "--rescore, --teacher and --oracle-latents apply to NAT runs"
+                args.rescore.is_none()
+                    && args.teacher.is_none()
+                    && !args.oracle_latents
+                    && args.collapse_repeats.is_none(),
+                "--rescore, --teacher, --oracle-latents and --collapse-repeats apply to NAT runs"
             );
             run_teacher(args).map(|_| ())
         }

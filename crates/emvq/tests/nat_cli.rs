@@ -255,11 +255,11 @@ fn nat_runs_eval_translate_and_bench_latency() {
             .status
             .success());
     }
-    assert!(
-        !emvq(w, &["eval", "--run", "runs/teacher/tiny", "--rescore", "2"])
-            .status
-            .success()
-    );
+    for nat_only in [&["--rescore", "2"], &["--collapse-repeats", "true"]] {
+        let mut args = vec!["eval", "--run", "runs/teacher/tiny"];
+        args.extend_from_slice(nat_only);
+        assert!(!emvq(w, &args).status.success(), "{args:?}");
+    }
 
     // eval --oracle-latents: the references decoded from their own latents,
     // stored beside the one pass; refused where there are no latents.
@@ -278,6 +278,7 @@ fn nat_runs_eval_translate_and_bench_latency() {
         ("runs/nat/plain", &[][..]),
         ("runs/teacher/tiny", &[][..]),
         ("runs/nat/em", &["--rescore", "2"][..]),
+        ("runs/nat/em", &["--collapse-repeats", "true"][..]),
     ] {
         let mut args = vec!["eval", "--run", run, "--oracle-latents"];
         args.extend_from_slice(extra);
