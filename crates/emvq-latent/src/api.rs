@@ -40,6 +40,13 @@ pub struct NatDecode {
     /// 1802.06901): neighbouring positions of a one-pass decoder often pick
     /// the same word. `false`: the decoder's argmax as it is.
     pub collapse_repeats: bool,
+    /// Latent NAT only: decoder passes after the first (iterative
+    /// refinement, beyond the paper; mask-predict's schedule, Ghazvininejad
+    /// et al. 2019, arXiv 1904.09324). Of T = 1 + this passes, pass t feeds
+    /// the t/T most confident tokens so far back as gold decoder inputs —
+    /// what glancing training shows the decoder — and predicts the rest
+    /// again. 0: the paper's single pass.
+    pub refine_steps: usize,
 }
 
 impl Default for NatDecode {
@@ -50,6 +57,7 @@ impl Default for NatDecode {
             seed: 0,
             soft_latents: false,
             collapse_repeats: false,
+            refine_steps: 0,
         }
     }
 }

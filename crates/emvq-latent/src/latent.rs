@@ -575,14 +575,17 @@ impl LatentNat {
     /// `codes` `[b, L, n_c]` → token ids per row: decompress, decode all
     /// positions in one pass, argmax, keep each row's `lens[i]` positions and
     /// cut at the first EOS.
+    /// With `refine` > 0, that many more passes follow (see
+    /// [`NatDecode::refine_steps`]).
     pub fn decode_codes(
         &self,
         codes: &Tensor,
         enc: &EncoderOutput,
         lens: &[i64],
+        refine: usize,
     ) -> Result<Vec<Vec<i64>>> {
         let z = self.bottleneck.embed_codes(codes)?; // [b, L, d]
-        self.decode_vectors(&z, enc, lens)
+        self.decode_vectors(&z, enc, lens, refine)
     }
 
     fn decode_vectors(
@@ -590,6 +593,7 @@ impl LatentNat {
         z: &Tensor,
         enc: &EncoderOutput,
         lens: &[i64],
+        refine: usize,
     ) -> Result<Vec<Vec<i64>>> {
         let l = z.size()[1];
         let (block, n) = (self.cfg.block(), l * self.cfg.block());
@@ -606,16 +610,31 @@ impl LatentNat {
         let shown = visible.iter().copied().max().unwrap_or(n).min(n);
         let clamped: Vec<i64> = visible.iter().map(|&v| v.min(n)).collect();
         let shown_lens = Tensor::from_slice(&clamped).f_to_device(z.device())?; // [b]
-        let h = self.decode_latents(
-            z,
-            latents.as_ref(),
-            Some(&shown_lens),
-            shown,
-            enc,
-            None,
-            false,
-        )?; // [b, shown, d]
-        let ids = self.project(&h)?.f_argmax(-1, false)?; // [b, shown]
+        let pass = |gold: Option<(&Tensor, &Tensor)>| -> Result<(Tensor, Tensor)> {
+            let h = self.decode_latents(
+                z,
+                latents.as_ref(),
+                Some(&shown_lens),
+                shown,
+                enc,
+                gold,
+                false,
+            )?; // [b, shown, d]
+            let log_probs = self.project(&h)?.f_log_softmax(-1, Kind::Float)?; // [b, shown, V]
+            Ok(log_probs.f_max_dim(-1, false)?) // ([b, shown], [b, shown])
+        };
+        let (mut confidence, mut ids) = pass(None)?;
+        // Mask-predict's schedule over T = refine + 1 passes: pass t keeps the
+        // t/T most confident predictions of each row as gold inputs (the
+        // glance of training) and predicts the others again.
+        let passes = refine + 1;
+        for t in 1..passes {
+            let keep = most_confident(&confidence, &shown_lens, t as f64 / passes as f64)?; // [b, shown]
+            let y = self.tgt_embed().forward(&ids, 0, false)?; // [b, shown, d]
+            let (c, i) = pass(Some((&y, &keep.f_unsqueeze(2)?)))?;
+            ids = ids.f_where_self(&keep, &i)?;
+            confidence = confidence.f_where_self(&keep, &c)?;
+        }
         let rows = Vec::<Vec<i64>>::try_from(ids)?;
         Ok(rows
             .into_iter()
@@ -643,7 +662,7 @@ impl LatentNat {
             } else {
                 self.bottleneck.forward(&h, false)?.quantized
             };
-            self.decode_vectors(&z, &enc, &lens)
+            self.decode_vectors(&z, &enc, &lens, 0)
         })
     }
 
@@ -853,11 +872,13 @@ impl LatentNat {
                 self.predict_latents_with_probs(&enc, l, None, soft, &mut stats.latent_steps)?
             };
             let t2 = thread_cpu_seconds();
-            let out = match probs {
-                Some(p) => self.decode_vectors(&self.bottleneck.embed_soft(&p)?, &enc, &lens)?,
-                None => self.decode_codes(&codes, &enc, &lens)?,
-            };
-            stats.decoder_passes += 1;
+            let refine = settings.refine_steps;
+            let z = match probs {
+                Some(p) => self.bottleneck.embed_soft(&p)?,
+                None => self.bottleneck.embed_codes(&codes)?,
+            }; // [b, L, d]
+            let out = self.decode_vectors(&z, &enc, &lens, refine)?;
+            stats.decoder_passes += 1 + refine as i64;
             stats.encode_seconds = t1 - t0;
             stats.latent_seconds = t2 - t1;
             stats.decode_seconds = thread_cpu_seconds() - t2;
@@ -895,9 +916,31 @@ impl NatModel for LatentNat {
             let mut steps = 0;
             let sample = Some((settings.temperature, settings.seed));
             let codes = self.predict_latents(&rep, l, sample, &mut steps)?;
-            Ok(settings.finish(self.decode_codes(&codes, &rep, &vec![len; n])?))
+            let refine = settings.refine_steps;
+            Ok(settings.finish(self.decode_codes(&codes, &rep, &vec![len; n], refine)?))
         })
     }
+}
+
+/// Per row, the `share` (rounded down) of its first `visible[i]` positions
+/// whose `confidence` `[b, n]` is highest → `[b, n]` bool (ties at the
+/// threshold all kept).
+fn most_confident(confidence: &Tensor, visible: &Tensor, share: f64) -> Result<Tensor> {
+    let n = confidence.size2()?.1;
+    let shown = length_mask(visible, n).f_logical_not()?; // [b, n]
+    let count = visible
+        .f_to_kind(Kind::Float)?
+        .f_mul_scalar(share)?
+        .f_floor()?
+        .f_to_kind(Kind::Int64)?; // [b]
+    let ranked = confidence.f_masked_fill(&shown.f_logical_not()?, f64::NEG_INFINITY)?; // [b, n]
+    let (sorted, _) = ranked.f_sort(1, true)?;
+    let last = count.f_sub_scalar(1)?.f_clamp_min(0)?.f_unsqueeze(1)?; // [b, 1]
+    let threshold = sorted.f_gather(1, &last, false)?; // [b, 1]
+    Ok(ranked
+        .f_ge_tensor(&threshold)?
+        .f_logical_and(&count.f_gt(0)?.f_unsqueeze(1)?)?
+        .f_logical_and(&shown)?)
 }
 
 /// SplitMix64 (Steele et al. 2014): a small seeded generator for the
@@ -960,4 +1003,45 @@ pub fn init_from_teacher(
     })?;
     copied.sort();
     Ok(copied)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn most_confident_keeps_each_rows_share_of_its_visible_positions() {
+        let confidence = Tensor::from_slice(&[
+            -0.1f32, -3.0, -0.5, -2.0, -0.01, // row 0: 5 visible
+            -4.0, -0.2, -1.0, -0.3, -0.0, // row 1: 3 visible (the best one is past them)
+        ])
+        .view([2, 5]);
+        let visible = Tensor::from_slice(&[5i64, 3]);
+        let keep = |share: f64| -> Vec<Vec<bool>> {
+            Vec::try_from(most_confident(&confidence, &visible, share).unwrap()).unwrap()
+        };
+        // ⌊0.5·5⌋ = 2 and ⌊0.5·3⌋ = 1 positions.
+        assert_eq!(
+            keep(0.5),
+            vec![
+                vec![true, false, false, false, true],
+                vec![false, true, false, false, false]
+            ]
+        );
+        // ⌊0.7·5⌋ = 3, ⌊0.7·3⌋ = 2.
+        assert_eq!(
+            keep(0.7),
+            vec![
+                vec![true, false, true, false, true],
+                vec![false, true, true, false, false]
+            ]
+        );
+        // A share too small for one position keeps none; a whole share
+        // keeps every visible position and nothing past them.
+        assert!(keep(0.1).iter().flatten().all(|&k| !k));
+        assert_eq!(
+            keep(1.0),
+            vec![vec![true; 5], vec![true, true, true, false, false]]
+        );
+    }
 }

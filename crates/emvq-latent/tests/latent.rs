@@ -288,9 +288,10 @@ fn inference_makes_ceil_len_over_block_latent_steps_and_one_decoder_pass() {
             } else {
                 src_len
             };
-            for beam in [1, 2] {
+            for (beam, refine) in [(1, 0), (2, 0), (1, 2)] {
                 let settings = NatDecode {
                     latent_beam: beam,
+                    refine_steps: refine,
                     ..Default::default()
                 };
                 let (out, stats) = model.translate_with_stats(&src, &settings).unwrap();
@@ -300,7 +301,7 @@ fn inference_makes_ceil_len_over_block_latent_steps_and_one_decoder_pass() {
                     (len + (1 << k) - 1) >> k,
                     "k {k} len {len}"
                 );
-                assert_eq!(stats.decoder_passes, 1);
+                assert_eq!(stats.decoder_passes, 1 + refine as i64);
                 assert!(out[0].len() as i64 <= cfg.round_up(len));
                 assert!(!out[0].contains(&EOS));
             }
@@ -376,6 +377,7 @@ fn candidates_are_seeded_samples_of_one_source() {
         seed: 11,
         soft_latents: false,
         collapse_repeats: false,
+        refine_steps: 0,
     };
     let a = model.candidates(&src, 6, &settings).unwrap();
     let b = model.candidates(&src, 6, &settings).unwrap();
@@ -640,4 +642,46 @@ fn predicted_latents_replace_the_share_asked_once_the_latent_loss_is_on() {
     let many_tgt = tgt.repeat([20, 1]);
     let share = predicted(&model.loss(&many_src, &many_tgt, 10, true).unwrap()).unwrap();
     assert!((share - 0.5).abs() < 0.1, "{share}");
+}
+
+#[test]
+fn refinement_feeds_confident_tokens_back_and_keeps_a_glancing_models_translations() {
+    tch::manual_seed(8);
+    let mut cfg = tiny_vq();
+    cfg.schedule.glancing_ratio = 0.5;
+    let vs = VarStore::new(Device::Cpu);
+    let model = LatentNat::new(vs.root(), &cfg).unwrap();
+    let (src, tgt, want) = pairs();
+    let refine = NatDecode {
+        refine_steps: 2,
+        ..Default::default()
+    };
+    // Untrained, the tokens fed back change what the decoder predicts.
+    assert_ne!(
+        model.translate(&src, &refine).unwrap(),
+        model.translate(&src, &NatDecode::default()).unwrap()
+    );
+
+    // Trained with glances of gold tokens, the decoder reads tokens fed
+    // back as such: refining its own right translations keeps them.
+    let mut opt = Adam::new(&vs, &AdamConfig::default()).unwrap();
+    for step in 1..=600 {
+        opt.zero_grad();
+        let out = model.loss(&src, &tgt, step, true).unwrap();
+        out.total.backward();
+        opt.step(3e-3).unwrap();
+        if step % 50 == 0 && model.translate(&src, &NatDecode::default()).unwrap() == want {
+            break;
+        }
+    }
+    let one_pass = exact(
+        &model.translate(&src, &NatDecode::default()).unwrap(),
+        &want,
+    );
+    let refined = exact(&model.translate(&src, &refine).unwrap(), &want);
+    assert!(one_pass >= 18, "one pass {one_pass}/20 exact");
+    assert!(
+        refined >= one_pass,
+        "refined {refined} vs one pass {one_pass}"
+    );
 }

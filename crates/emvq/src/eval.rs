@@ -85,6 +85,10 @@ pub struct EvalArgs {
     /// oracle-latent diagnostic decodes raw).
     #[arg(long, conflicts_with = "oracle_latents")]
     pub collapse_repeats: Option<bool>,
+    /// Latent NAT runs: decoder passes after the first (iterative
+    /// refinement; default: the run's `[decode] refine_steps`).
+    #[arg(long, conflicts_with = "oracle_latents")]
+    pub refine_steps: Option<usize>,
     #[arg(long)]
     pub device: Option<DeviceSpec>,
 }
@@ -201,8 +205,9 @@ pub fn run(args: &EvalArgs) -> Result<()> {
                 args.rescore.is_none()
                     && args.teacher.is_none()
                     && !args.oracle_latents
-                    && args.collapse_repeats.is_none(),
-                "--rescore, --teacher, --oracle-latents and --collapse-repeats apply to NAT runs"
+                    && args.collapse_repeats.is_none()
+                    && args.refine_steps.is_none(),
+                "--rescore, --teacher, --oracle-latents, --collapse-repeats and --refine-steps apply to NAT runs"
             );
             run_teacher(args).map(|_| ())
         }
@@ -276,6 +281,9 @@ pub struct NatSplitResult {
     /// Neighbouring repeated tokens collapsed (`[decode] collapse_repeats`).
     #[serde(default)]
     pub collapse_repeats: bool,
+    /// Decoder passes after the first (`[decode] refine_steps`).
+    #[serde(default)]
+    pub refine_steps: usize,
     pub bleu: Scored,
     pub chrf: Scored,
     /// Decoding of the whole split (batched one pass, or sentence by
@@ -320,6 +328,14 @@ pub fn run_nat(args: &EvalArgs) -> Result<NatSplitResult> {
     if let Some(collapse) = args.collapse_repeats {
         nat.decode.collapse_repeats = collapse;
     }
+    if let Some(steps) = args.refine_steps {
+        nat.decode.refine_steps = steps;
+    }
+    ensure!(
+        nat.kind == RunKind::LatentNat || nat.decode.refine_steps == 0,
+        "--refine-steps / [decode] refine_steps apply to latent NAT runs; {} is a plain NAT",
+        args.run.display()
+    );
     if let Some(score) = args.rescore_score {
         nat.rescore_score = score;
     }
@@ -363,9 +379,15 @@ pub fn run_nat(args: &EvalArgs) -> Result<NatSplitResult> {
         Score::LogProb => ("", ""),
         Score::PerToken => (".per_token", ", per token"),
     };
+    // Refined decodes are stored beside the paper's single pass.
+    let refine_suffix = match nat.decode.refine_steps {
+        0 => String::new(),
+        n => format!(".refine{n}"),
+    };
     let suffix = args
         .rescore
-        .map_or("nat".to_string(), |s| format!("rescore{s}{score_suffix}"));
+        .map_or("nat".to_string(), |s| format!("rescore{s}{score_suffix}"))
+        + &refine_suffix;
     let translations = write_translations(&args.run, &format!("{}.{suffix}", args.split), &hyps)?;
     let result = NatSplitResult {
         split: args.split.clone(),
@@ -375,6 +397,7 @@ pub fn run_nat(args: &EvalArgs) -> Result<NatSplitResult> {
         rescore_score: args.rescore.map(|_| nat.rescore_score),
         latent_beam: nat.decode.latent_beam,
         collapse_repeats: nat.decode.collapse_repeats,
+        refine_steps: nat.decode.refine_steps,
         bleu: bleu_of(&hyps, &refs)?,
         chrf: chrf_of(&hyps, &refs)?,
         sentences_per_s: sources.len() as f64 / seconds.max(1e-9),
@@ -388,11 +411,18 @@ pub fn run_nat(args: &EvalArgs) -> Result<NatSplitResult> {
     let key = match args.rescore {
         None => args.split.clone(),
         Some(s) => format!("{}.rescore{s}{score_suffix}", args.split),
-    };
+    } + &refine_suffix;
     let path = store_result(&args.run, &key, serde_json::to_value(&result)?)?;
-    let mut how = args.rescore.map_or("one pass".to_string(), |s| {
+    let passes = match result.refine_steps {
+        0 => "one pass".to_string(),
+        n => format!("{} passes", n + 1),
+    };
+    let mut how = args.rescore.map_or(passes.clone(), |s| {
         format!("best of {s} rescored by the teacher{score_words}")
     });
+    if args.rescore.is_some() && result.refine_steps > 0 {
+        how.push_str(&format!(", {passes} each"));
+    }
     if result.collapse_repeats {
         how.push_str(", repeats collapsed");
     }
@@ -428,6 +458,7 @@ fn run_oracle_latents(args: &EvalArgs, nat: &LoadedNatRun) -> Result<NatSplitRes
         rescore_score: None,
         latent_beam: nat.decode.latent_beam,
         collapse_repeats: false,
+        refine_steps: 0,
         bleu: bleu_of(&hyps, &refs)?,
         chrf: chrf_of(&hyps, &refs)?,
         sentences_per_s: out.len() as f64 / seconds.max(1e-9),

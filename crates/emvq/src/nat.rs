@@ -117,6 +117,12 @@ pub struct NatDecodeSettings {
     /// raw argmax.
     #[serde(default)]
     pub collapse_repeats: bool,
+    /// Latent NAT runs: decoder passes after the first, each feeding the
+    /// most confident tokens so far back as inputs and predicting the rest
+    /// again (mask-predict's schedule; beyond the paper). Absent: 0, the
+    /// paper's single pass.
+    #[serde(default)]
+    pub refine_steps: usize,
 }
 
 impl NatDecodeSettings {
@@ -124,6 +130,7 @@ impl NatDecodeSettings {
         NatDecode {
             latent_beam: self.latent_beam,
             collapse_repeats: self.collapse_repeats,
+            refine_steps: self.refine_steps,
             ..Default::default()
         }
     }

@@ -255,7 +255,11 @@ fn nat_runs_eval_translate_and_bench_latency() {
             .status
             .success());
     }
-    for nat_only in [&["--rescore", "2"], &["--collapse-repeats", "true"]] {
+    for nat_only in [
+        &["--rescore", "2"][..],
+        &["--collapse-repeats", "true"][..],
+        &["--refine-steps", "1"][..],
+    ] {
         let mut args = vec!["eval", "--run", "runs/teacher/tiny"];
         args.extend_from_slice(nat_only);
         assert!(!emvq(w, &args).status.success(), "{args:?}");
@@ -279,6 +283,7 @@ fn nat_runs_eval_translate_and_bench_latency() {
         ("runs/teacher/tiny", &[][..]),
         ("runs/nat/em", &["--rescore", "2"][..]),
         ("runs/nat/em", &["--collapse-repeats", "true"][..]),
+        ("runs/nat/em", &["--refine-steps", "1"][..]),
     ] {
         let mut args = vec!["eval", "--run", run, "--oracle-latents"];
         args.extend_from_slice(extra);
@@ -312,6 +317,31 @@ fn nat_runs_eval_translate_and_bench_latency() {
         // Collapsing only drops subword tokens: no line grows.
         assert!(c.len() <= r.len(), "{r:?} → {c:?}");
     }
+
+    // eval --refine-steps: two more decoder passes, stored beside the one
+    // pass (not over it); refused for the plain NAT, which has no latents
+    // to refine from.
+    let before = json(&w.join("runs/nat/em/results.json"))["test_2016_flickr"].clone();
+    let out = ok(emvq(
+        w,
+        &["eval", "--run", "runs/nat/em", "--refine-steps", "2"],
+    ));
+    assert!(String::from_utf8(out.stdout).unwrap().contains("3 passes"));
+    let results = json(&w.join("runs/nat/em/results.json"));
+    assert_eq!(results["test_2016_flickr"], before);
+    let refined = &results["test_2016_flickr.refine2"];
+    assert_eq!(refined["refine_steps"], 2);
+    assert_eq!(refined["sentences"], 6);
+    assert!(refined["translations"]
+        .as_str()
+        .unwrap()
+        .ends_with("test_2016_flickr.nat.refine2.txt"));
+    assert!(!emvq(
+        w,
+        &["eval", "--run", "runs/nat/plain", "--refine-steps", "1"]
+    )
+    .status
+    .success());
 
     // translate: stdin → one line per input line, one pass and rescored.
     for extra in [&[][..], &["--rescore", "2"][..]] {
