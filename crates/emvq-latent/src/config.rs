@@ -65,6 +65,15 @@ pub struct NatConfig {
     /// no latent predictor): an autoencoder check, not a translation model.
     #[serde(default)]
     pub bypass_bottleneck: bool,
+    /// CTC output (beyond the paper; Libovický & Helcl 2018, arXiv
+    /// 1811.04719, with the glance of Gu & Kong 2021, arXiv 2012.15833): the
+    /// decoder runs on r× the target positions (each decompressed position
+    /// repeated r times), is trained with CTC (blank = `bos_id`, which no
+    /// target holds) and its output has repeats merged and blanks dropped,
+    /// so a word may take any of the r·n positions. 0: off, the paper's one
+    /// token per position; else r in 2..=4.
+    #[serde(default)]
+    pub ctc_upsample: i64,
     /// `vq` | `em` | `semhash`, bits, slices n_c, β (the commitment weight).
     pub bottleneck: BottleneckConfig,
     /// How the target length is chosen at inference (and, for `t2t`, how
@@ -198,7 +207,27 @@ impl NatConfig {
                 s.label_smoothing
             ));
         }
+        if self.ctc_upsample != 0 {
+            if !(2..=4).contains(&self.ctc_upsample) {
+                return bad(format!(
+                    "ctc_upsample must be 0 (off) or in 2..=4, got {}",
+                    self.ctc_upsample
+                ));
+            }
+            if s.mix_gold || s.label_smoothing > 0.0 || self.length.rule == LengthRule::T2t {
+                return bad(
+                    "ctc_upsample needs mix_gold = false, label_smoothing = 0 and a length rule \
+                     other than t2t (its gold inputs come from the CTC alignment)"
+                        .into(),
+                );
+            }
+        }
         Ok(())
+    }
+
+    /// Decoder positions per target position: r with CTC, else 1.
+    pub fn upsample(&self) -> i64 {
+        self.ctc_upsample.max(1)
     }
 
     /// 2^k target positions per latent.

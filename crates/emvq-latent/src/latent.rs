@@ -20,6 +20,9 @@
 //! mixing curriculum or, beyond the paper, from glancing (GLAT, Qian et al.
 //! 2021): a first pass without gradients, then ⌈ratio · wrong⌉ gold inputs
 //! per sentence and the token loss on the other positions.
+//! With `ctc_upsample = r` (beyond the paper) the decoder runs on r× the
+//! target positions and is trained with CTC; the glance then reveals
+//! tokens of the best CTC alignment ([`ctc_best_path`]).
 //!
 //! Inference: encode; target length by the rule (rounded up to 2^k); predict
 //! ⌈len/2^k⌉ codes on a key/value cache (greedy or a beam over codes);
@@ -71,6 +74,26 @@ pub struct DecodeStats {
 pub struct LatentCodes {
     pub codes: Tensor,
     pub soft_targets: Option<Tensor>,
+}
+
+/// What the token loss of either output (one token per position, or CTC)
+/// hands to [`LatentNat::finish_loss`].
+struct LossParts {
+    token_loss: Tensor,
+    tokens: f64,
+    token_nll: f64,
+    glanced_share: Option<f64>,
+    predicted_share: Option<f64>,
+    bottleneck_loss: Tensor,
+    commitment: Tensor,
+    latent_on: bool,
+    p: f64,
+    codes: Option<LatentCodes>,
+    latent_logits: Option<Tensor>,
+    tgt_lens: Tensor,
+    src_lens: Tensor,
+    enc: EncoderOutput,
+    n: i64,
 }
 
 /// The latent Transformer NAT.
@@ -147,7 +170,7 @@ impl LatentNat {
             ),
             decoder: Decoder::new(&vs / "decoder", &t.decoder())?,
             length: LengthPredictor::new(&vs / "length_predictor", d, &cfg.length)?,
-            positions: sinusoidal_positions(cfg.max_positions, d, 0, vs.device()),
+            positions: sinusoidal_positions(cfg.max_positions * cfg.upsample(), d, 0, vs.device()),
         })
     }
 
@@ -237,7 +260,8 @@ impl LatentNat {
 
     /// Latent vectors `[b, L, d]` (each row's first `latents[i]` real;
     /// `None`: all) → decoder states `[b, shown, d]` of the first `shown` of
-    /// the `2^k·L` positions, each row showing its first `visible[i]`
+    /// the `r·2^k·L` decoder positions (r = [`NatConfig::upsample`]: each
+    /// decompressed position repeated r times), each row showing its first `visible[i]`
     /// (`None`: all); in training, `gold` = (`y` `[b, ≥ shown, d]`, `use`
     /// `[b, shown, 1]` bool): the gold embedding replaces the decoder input
     /// where `use` is true.
@@ -257,10 +281,17 @@ impl LatentNat {
         train: bool,
     ) -> Result<Tensor> {
         let dz = self.decompressor.forward(z, latents, train)?; // [b, n, d]
+        let r = self.cfg.upsample();
+        let dz = if r > 1 {
+            dz.f_repeat_interleave_self_int(r, 1, None)? // [b, r·n, d]
+        } else {
+            dz
+        };
         let n = dz.size3()?.1;
-        if n > self.cfg.max_positions {
+        if n > self.cfg.max_positions * r {
             return Err(LatentError::Shape(format!(
-                "{n} target positions exceed max_positions {}",
+                "{} target positions exceed max_positions {}",
+                n / r,
                 self.cfg.max_positions
             )));
         }
@@ -347,6 +378,29 @@ impl LatentNat {
         let tgt_p = tgt_p.f_narrow(1, 0, shown)?; // [b, shown]
         let real = tgt_p.f_ne(cfg.pad_id)?; // [b, shown]
 
+        if cfg.ctc_upsample > 0 {
+            let (token_loss, tokens, glanced_share) =
+                self.ctc_loss(&z, latents.as_ref(), &tgt_lens, &tgt_p, &enc, train)?;
+            let token_nll = token_loss.double_value(&[]);
+            return self.finish_loss(LossParts {
+                token_loss,
+                tokens,
+                token_nll,
+                glanced_share,
+                predicted_share,
+                bottleneck_loss,
+                commitment,
+                latent_on,
+                p,
+                codes,
+                latent_logits,
+                tgt_lens,
+                src_lens,
+                enc,
+                n,
+            });
+        }
+
         // Which decoder inputs are gold embeddings, and which positions the
         // token loss counts.
         let glancing = train && cfg.schedule.glancing_ratio > 0.0;
@@ -398,7 +452,106 @@ impl LatentNat {
         let tokens = tok.tokens.double_value(&[]);
         let token_loss = tok.loss();
         let token_nll = tok.nll().double_value(&[]);
+        self.finish_loss(LossParts {
+            token_loss,
+            tokens,
+            token_nll,
+            glanced_share,
+            predicted_share,
+            bottleneck_loss,
+            commitment,
+            latent_on,
+            p,
+            codes,
+            latent_logits,
+            tgt_lens,
+            src_lens,
+            enc,
+            n,
+        })
+    }
 
+    /// The token loss of the CTC decoder (summed over the batch, per target
+    /// token), the batch's target tokens and the glanced share: the decoder
+    /// runs on r·|y| positions per row; with glancing, a first pass without
+    /// gradients gives each row's best CTC alignment, and ⌈ratio · wrong⌉ of
+    /// its positions (argmax ≠ aligned label) get the aligned label's
+    /// embedding (blank's included) as input.
+    fn ctc_loss(
+        &self,
+        z: &Tensor,
+        latents: Option<&Tensor>,
+        tgt_lens: &Tensor,
+        tgt_p: &Tensor,
+        enc: &EncoderOutput,
+        train: bool,
+    ) -> Result<(Tensor, f64, Option<f64>)> {
+        let cfg = &self.cfg;
+        let r = cfg.upsample();
+        let t = tgt_lens.f_max()?.int64_value(&[]);
+        let targets = tgt_p.f_narrow(1, 0, t)?; // [b, t]
+        let dec_lens = tgt_lens.f_mul_scalar(r)?; // [b]
+        let m = r * t;
+        let blank = cfg.bos_id;
+        let glance = if train && cfg.schedule.glancing_ratio > 0.0 {
+            let (first, aligned) = tch::no_grad(|| -> Result<(Tensor, Tensor)> {
+                let h = self.decode_latents(z, latents, Some(&dec_lens), m, enc, None, train)?;
+                let log_probs = self.project(&h)?.f_log_softmax(-1, Kind::Float)?; // [b, m, V]
+                let aligned = ctc_best_alignment(&log_probs, &targets, &dec_lens, tgt_lens, blank)?;
+                Ok((log_probs.f_argmax(-1, false)?, aligned)) // [b, m] each
+            })?;
+            let real = length_mask(&dec_lens, m).f_logical_not()?; // [b, m]
+            let glanced = self.glance(&first, &aligned, &real)?; // [b, m]
+            let share = glanced.f_sum(Kind::Float)?.double_value(&[])
+                / real.f_sum(Kind::Float)?.double_value(&[]).max(1.0);
+            let y = self.tgt_embed().forward(&aligned, 0, train)?; // [b, m, d]
+            Some((y, glanced.f_unsqueeze(2)?, share))
+        } else {
+            None
+        };
+        let gold = glance.as_ref().map(|(y, g, _)| (y, g));
+        let hidden = self.decode_latents(z, latents, Some(&dec_lens), m, enc, gold, train)?; // [b, m, d]
+        let log_probs = self
+            .project(&hidden)?
+            .f_log_softmax(-1, Kind::Float)?
+            .f_transpose(0, 1)?; // [m, b, V]
+        let summed = Tensor::f_ctc_loss_tensor(
+            &log_probs,
+            &targets,
+            &dec_lens,
+            tgt_lens,
+            blank,
+            tch::Reduction::Sum,
+            true,
+        )?;
+        let tokens = tgt_lens.f_sum(Kind::Float)?.double_value(&[]);
+        Ok((
+            summed.f_div_scalar(tokens.max(1.0))?,
+            tokens,
+            glance.map(|(_, _, share)| share),
+        ))
+    }
+
+    /// The total loss and metrics from the token loss and the rest.
+    fn finish_loss(&self, parts: LossParts) -> Result<(NatLoss, Option<LatentCodes>)> {
+        let cfg = &self.cfg;
+        let LossParts {
+            token_loss,
+            tokens,
+            token_nll,
+            glanced_share,
+            predicted_share,
+            bottleneck_loss,
+            commitment,
+            latent_on,
+            p,
+            codes,
+            latent_logits,
+            tgt_lens,
+            src_lens,
+            enc,
+            n,
+        } = parts;
         let latent_ce = match (&codes, &latent_logits) {
             (Some(c), Some(logits)) => Some(self.latent_loss(c, logits, &tgt_lens, n)?),
             _ => None,
@@ -573,8 +726,9 @@ impl LatentNat {
     }
 
     /// `codes` `[b, L, n_c]` → token ids per row: decompress, decode all
-    /// positions in one pass, argmax, keep each row's `lens[i]` positions and
-    /// cut at the first EOS.
+    /// positions in one pass, argmax, keep each row's `lens[i]` positions
+    /// (with CTC its r·`lens[i]`, repeats merged and blanks dropped) and cut
+    /// at the first EOS.
     /// With `refine` > 0, that many more passes follow (see
     /// [`NatDecode::refine_steps`]).
     pub fn decode_codes(
@@ -596,6 +750,14 @@ impl LatentNat {
         refine: usize,
     ) -> Result<Vec<Vec<i64>>> {
         let l = z.size()[1];
+        let r = self.cfg.upsample();
+        if r > 1 && refine > 0 {
+            return Err(LatentError::Config(
+                "refine_steps > 0 with ctc_upsample: refinement feeds tokens back by position, \
+                 which a CTC output does not have"
+                    .into(),
+            ));
+        }
         let (block, n) = (self.cfg.block(), l * self.cfg.block());
         let visible = self.visible(lens);
         // Rows whose latents all count (always at batch 1) need no
@@ -606,9 +768,10 @@ impl LatentNat {
         } else {
             Some(Tensor::from_slice(&counts).f_to_device(z.device())?)
         };
-        // The decoder runs on the positions some row shows.
-        let shown = visible.iter().copied().max().unwrap_or(n).min(n);
-        let clamped: Vec<i64> = visible.iter().map(|&v| v.min(n)).collect();
+        // The decoder runs on the positions some row shows (r per target
+        // position with CTC).
+        let shown = r * visible.iter().copied().max().unwrap_or(n).min(n);
+        let clamped: Vec<i64> = visible.iter().map(|&v| r * v.min(n)).collect();
         let shown_lens = Tensor::from_slice(&clamped).f_to_device(z.device())?; // [b]
         let pass = |gold: Option<(&Tensor, &Tensor)>| -> Result<(Tensor, Tensor)> {
             let h = self.decode_latents(
@@ -636,14 +799,18 @@ impl LatentNat {
             confidence = confidence.f_where_self(&keep, &c)?;
         }
         let rows = Vec::<Vec<i64>>::try_from(ids)?;
+        let eos = self.cfg.eos_id;
         Ok(rows
             .into_iter()
-            .zip(visible)
+            .zip(clamped)
             .map(|(row, v)| {
-                row.into_iter()
-                    .take(v as usize)
-                    .take_while(|&t| t != self.cfg.eos_id)
-                    .collect()
+                let row = &row[..v as usize];
+                let labels = if r > 1 {
+                    ctc_collapse(row, self.cfg.bos_id)
+                } else {
+                    row.to_vec()
+                };
+                labels.into_iter().take_while(|&t| t != eos).collect()
             })
             .collect())
     }
@@ -922,6 +1089,127 @@ impl NatModel for LatentNat {
     }
 }
 
+/// A CTC output → its labels: neighbouring repeats merged, then blanks
+/// dropped ("a a _ a b" → "a a b").
+fn ctc_collapse(path: &[i64], blank: i64) -> Vec<i64> {
+    let mut out = Vec::with_capacity(path.len());
+    let mut previous = None;
+    for &t in path {
+        if Some(t) != previous && t != blank {
+            out.push(t);
+        }
+        previous = Some(t);
+    }
+    out
+}
+
+/// Per row, the most probable CTC path (Viterbi) that collapses to its
+/// target: `log_probs` `[b, m, V]`, `targets` `[b, S]` (each row's first
+/// `target_lens[i]` real), each row's first `input_lens[i]` of the m
+/// positions → `[b, m]` labels (blank past the row's input).
+fn ctc_best_alignment(
+    log_probs: &Tensor,
+    targets: &Tensor,
+    input_lens: &Tensor,
+    target_lens: &Tensor,
+    blank: i64,
+) -> Result<Tensor> {
+    let (b, m, _) = log_probs.size3()?;
+    let s = targets.size2()?.1;
+    let cpu = tch::Device::Cpu;
+    let label_lp = log_probs
+        .f_gather(
+            2,
+            &targets.f_unsqueeze(1)?.f_expand([b, m, s], false)?,
+            false,
+        )?
+        .f_to_device(cpu)?
+        .f_to_kind(Kind::Float)?; // [b, m, S]
+    let blank_lp = log_probs
+        .f_select(2, blank)?
+        .f_to_device(cpu)?
+        .f_to_kind(Kind::Float)?; // [b, m]
+    let label_lp = Vec::<f32>::try_from(label_lp.f_flatten(0, -1)?)?;
+    let blank_lp = Vec::<f32>::try_from(blank_lp.f_flatten(0, -1)?)?;
+    let targets = Vec::<i64>::try_from(targets.f_to_device(cpu)?.f_flatten(0, -1)?)?;
+    let input_lens = Vec::<i64>::try_from(input_lens.f_to_device(cpu)?)?;
+    let target_lens = Vec::<i64>::try_from(target_lens.f_to_device(cpu)?)?;
+    let (m, s) = (m as usize, s as usize);
+    let mut paths = vec![blank; b as usize * m];
+    for i in 0..b as usize {
+        let (t_len, s_len) = (input_lens[i] as usize, target_lens[i] as usize);
+        let labels = &targets[i * s..i * s + s_len];
+        let rows: Vec<&[f32]> = (0..t_len)
+            .map(|t| &label_lp[(i * m + t) * s..(i * m + t) * s + s_len])
+            .collect();
+        let path = ctc_best_path(&blank_lp[i * m..i * m + t_len], &rows, labels, blank);
+        paths[i * m..i * m + t_len].copy_from_slice(&path);
+    }
+    Ok(Tensor::from_slice(&paths)
+        .f_reshape([b, m as i64])?
+        .f_to_device(log_probs.device())?)
+}
+
+/// Viterbi over CTC's extended labels (blank, y1, blank, y2, …, blank):
+/// `blank_lp[t]` and `label_lp[t][j]` are the log-probabilities of blank
+/// and of `labels[j]` at position t → the label of each position on the
+/// most probable path that collapses to `labels`. Where none fits (fewer
+/// positions than the labels and their repeats need), the path ends on the
+/// best reachable state instead.
+fn ctc_best_path(blank_lp: &[f32], label_lp: &[&[f32]], labels: &[i64], blank: i64) -> Vec<i64> {
+    let t_len = blank_lp.len();
+    if t_len == 0 {
+        return Vec::new();
+    }
+    let states = 2 * labels.len() + 1;
+    let label_of = |e: usize| if e % 2 == 0 { blank } else { labels[e / 2] };
+    let emit = |t: usize, e: usize| {
+        if e % 2 == 0 {
+            blank_lp[t]
+        } else {
+            label_lp[t][e / 2]
+        }
+    };
+    let mut score = vec![f32::NEG_INFINITY; states];
+    let mut back = vec![0u8; t_len * states]; // states stepped back from
+    score[0] = emit(0, 0);
+    if states > 1 {
+        score[1] = emit(0, 1);
+    }
+    for t in 1..t_len {
+        let mut next = vec![f32::NEG_INFINITY; states];
+        for e in 0..states {
+            let (mut best, mut step) = (score[e], 0u8);
+            if e >= 1 && score[e - 1] > best {
+                (best, step) = (score[e - 1], 1);
+            }
+            // Skipping the blank between two labels, unless they are equal.
+            if e >= 2 && e % 2 == 1 && labels[e / 2] != labels[e / 2 - 1] && score[e - 2] > best {
+                (best, step) = (score[e - 2], 2);
+            }
+            next[e] = best + emit(t, e);
+            back[t * states + e] = step;
+        }
+        score = next;
+    }
+    let mut e = (0..states)
+        .rev()
+        .take(2)
+        .max_by(|&a, &b| score[a].total_cmp(&score[b]))
+        .unwrap_or(0);
+    if score[e] == f32::NEG_INFINITY {
+        e = (0..states)
+            .max_by(|&a, &b| score[a].total_cmp(&score[b]))
+            .unwrap_or(0);
+    }
+    let mut path = vec![blank; t_len];
+    for t in (0..t_len).rev() {
+        path[t] = label_of(e);
+        e -= back[t * states + e] as usize;
+    }
+    path
+}
+
 /// Per row, the `share` (rounded down) of its first `visible[i]` positions
 /// whose `confidence` `[b, n]` is highest → `[b, n]` bool (ties at the
 /// threshold all kept).
@@ -1008,6 +1296,42 @@ pub fn init_from_teacher(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn ctc_collapse_merges_repeats_then_drops_blanks() {
+        assert_eq!(ctc_collapse(&[5, 5, 1, 5, 6, 1, 1, 6], 1), vec![5, 5, 6, 6]);
+        assert_eq!(ctc_collapse(&[1, 1], 1), Vec::<i64>::new());
+    }
+
+    #[test]
+    fn ctc_best_path_is_the_best_path_that_collapses_to_the_labels() {
+        // Every path of 5 positions over {blank 1, 3, 4}, scored against
+        // made-up log-probabilities: the Viterbi path must be the best of
+        // those that collapse to the labels (a repeat needs a blank between).
+        let symbols = [1i64, 3, 4];
+        let lp = |t: usize, v: i64| -(((t * 7 + v as usize * 13) % 11) as f32) / 3.0;
+        for labels in [vec![3, 3, 4], vec![4], vec![3, 4, 3], vec![]] {
+            let t_len = 5;
+            let blank_lp: Vec<f32> = (0..t_len).map(|t| lp(t, 1)).collect();
+            let rows: Vec<Vec<f32>> = (0..t_len)
+                .map(|t| labels.iter().map(|&v| lp(t, v)).collect())
+                .collect();
+            let refs: Vec<&[f32]> = rows.iter().map(|r| r.as_slice()).collect();
+            let path = ctc_best_path(&blank_lp, &refs, &labels, 1);
+            assert_eq!(ctc_collapse(&path, 1), labels);
+            let score = |p: &[i64]| p.iter().enumerate().map(|(t, &v)| lp(t, v)).sum::<f32>();
+            let mut best = f32::NEG_INFINITY;
+            for code in 0..3usize.pow(t_len as u32) {
+                let p: Vec<i64> = (0..t_len)
+                    .map(|t| symbols[code / 3usize.pow(t as u32) % 3])
+                    .collect();
+                if ctc_collapse(&p, 1) == labels {
+                    best = best.max(score(&p));
+                }
+            }
+            assert!((score(&path) - best).abs() < 1e-5, "{labels:?}: {path:?}");
+        }
+    }
 
     #[test]
     fn most_confident_keeps_each_rows_share_of_its_visible_positions() {

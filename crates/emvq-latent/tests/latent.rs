@@ -44,6 +44,7 @@ fn tiny(rule: LengthRule, k: i64) -> NatConfig {
         decompress_blocks: 1,
         source_copy: false,
         bypass_bottleneck: false,
+        ctc_upsample: 0,
         bottleneck: BottleneckConfig {
             kind: BottleneckKind::Vq,
             bits: 4,
@@ -557,6 +558,66 @@ fn the_loss_ignores_extra_padding_columns_of_the_targets() {
     assert_eq!(narrow.tokens, wide.tokens);
     for ((name, a), (_, b)) in narrow.metrics.iter().zip(&wide.metrics) {
         assert!((a - b).abs() < 1e-5, "{name}: {a} vs {b}");
+    }
+}
+
+#[test]
+fn a_ctc_decoder_glances_at_its_alignment_and_learns_twenty_pairs() {
+    tch::manual_seed(6);
+    let mut cfg = tiny(LengthRule::Ratio, 1);
+    cfg.bypass_bottleneck = true;
+    cfg.schedule.glancing_ratio = 0.5;
+    cfg.ctc_upsample = 2;
+    let vs = VarStore::new(Device::Cpu);
+    let model = LatentNat::new(vs.root(), &cfg).unwrap();
+    let (src, tgt, want) = pairs();
+    let real = tgt.ne(PAD).sum(Kind::Float).double_value(&[]);
+
+    // CTC counts every target token; the glance reveals labels of the best
+    // alignment over twice as many positions, about half the wrong ones.
+    let first = model.loss(&src, &tgt, 0, true).unwrap();
+    assert_eq!(first.tokens, real);
+    let share = metric(&first, "glanced").expect("a glanced share in training");
+    assert!(
+        share > 0.3 && share <= 0.5 + 0.5 * 20.0 / (2.0 * real),
+        "{share}"
+    );
+    assert!(first.total.double_value(&[]).is_finite());
+
+    let mut opt = Adam::new(&vs, &AdamConfig::default()).unwrap();
+    for step in 1..=400 {
+        opt.zero_grad();
+        let out = model.loss(&src, &tgt, step, true).unwrap();
+        out.total.backward();
+        opt.step(3e-3).unwrap();
+        if step % 50 == 0 && model.reconstruct(&src, &tgt).unwrap() == want {
+            break;
+        }
+    }
+    assert_eq!(model.reconstruct(&src, &tgt).unwrap(), want);
+
+    // Refinement feeds tokens back by position: refused with CTC; a config
+    // outside 2..=4, or with gold mixing, is refused at construction.
+    let mut vq = tiny_vq();
+    vq.ctc_upsample = 2;
+    let nat = LatentNat::new(VarStore::new(Device::Cpu).root(), &vq).unwrap();
+    let refine = NatDecode {
+        refine_steps: 1,
+        ..Default::default()
+    };
+    assert!(nat.translate(&src, &refine).is_err());
+    assert_eq!(
+        nat.translate(&src, &NatDecode::default()).unwrap().len(),
+        20
+    );
+    for (r, mix_gold) in [(1, false), (5, false), (2, true)] {
+        let mut bad = tiny_vq();
+        bad.ctc_upsample = r;
+        bad.schedule.mix_gold = mix_gold;
+        assert!(
+            bad.validate().is_err(),
+            "ctc_upsample {r}, mix_gold {mix_gold}"
+        );
     }
 }
 
