@@ -76,25 +76,25 @@ pub struct LatentCodes {
     pub soft_targets: Option<Tensor>,
 }
 
-/// What the token loss of either output (one token per position, or CTC)
-/// hands to [`LatentNat::finish_loss`].
-struct LossParts {
-    token_loss: Tensor,
+/// The token loss of either output (one token per position, or CTC):
+/// the loss (per counted token), the counted tokens, its negative
+/// log-likelihood and, with glancing, the share of glanced inputs.
+struct TokenLoss {
+    loss: Tensor,
     tokens: f64,
-    token_nll: f64,
-    glanced_share: Option<f64>,
-    predicted_share: Option<f64>,
-    bottleneck_loss: Tensor,
-    commitment: Tensor,
-    latent_on: bool,
-    p: f64,
-    codes: Option<LatentCodes>,
-    latent_logits: Option<Tensor>,
-    tgt_lens: Tensor,
-    src_lens: Tensor,
-    enc: EncoderOutput,
-    n: i64,
+    nll: f64,
+    glanced: Option<f64>,
 }
+
+/// What the decoder reads besides its gold inputs: latent vectors, their
+/// counts per row, visible positions per row, positions shown, the source.
+type DecoderInput<'a> = (
+    &'a Tensor,
+    Option<&'a Tensor>,
+    Option<&'a Tensor>,
+    i64,
+    &'a EncoderOutput,
+);
 
 /// The latent Transformer NAT.
 #[derive(Debug)]
@@ -376,41 +376,75 @@ impl LatentNat {
         // own width.
         let shown = if visible.is_some() { t } else { n };
         let tgt_p = tgt_p.f_narrow(1, 0, shown)?; // [b, shown]
-        let real = tgt_p.f_ne(cfg.pad_id)?; // [b, shown]
 
-        if cfg.ctc_upsample > 0 {
-            let (token_loss, tokens, glanced_share) =
-                self.ctc_loss(&z, latents.as_ref(), &tgt_lens, &tgt_p, &enc, train)?;
-            let token_nll = token_loss.double_value(&[]);
-            return self.finish_loss(LossParts {
-                token_loss,
-                tokens,
-                token_nll,
-                glanced_share,
-                predicted_share,
-                bottleneck_loss,
-                commitment,
-                latent_on,
-                p,
-                codes,
-                latent_logits,
-                tgt_lens,
-                src_lens,
-                enc,
-                n,
-            });
+        let tok = if cfg.ctc_upsample > 0 {
+            self.ctc_loss(&z, latents.as_ref(), &tgt_lens, &tgt_p, &enc, train)?
+        } else {
+            let input = (&z, latents.as_ref(), visible, shown, &enc);
+            self.position_loss(input, &y, &tgt_p, p, train)?
+        };
+        let latent_ce = match (&codes, &latent_logits) {
+            (Some(c), Some(logits)) => Some(self.latent_loss(c, logits, &tgt_lens, n)?),
+            _ => None,
+        };
+        let length_ce = self
+            .length
+            .loss(&enc.memory, &enc.src_pad, &src_lens, &tgt_lens)?;
+
+        let mut total = tok.loss.f_add(&bottleneck_loss)?.f_add(&length_ce)?;
+        if let (Some(l), true) = (&latent_ce, latent_on) {
+            total = total.f_add(&l.f_mul_scalar(cfg.schedule.latent_loss_weight)?)?;
         }
+        let mut metrics = vec![
+            ("token_loss", tok.loss.double_value(&[])),
+            ("token_nll", tok.nll),
+            ("commitment", commitment.double_value(&[])),
+            ("length_ce", length_ce.double_value(&[])),
+            ("latent_mix", p),
+        ];
+        if let Some(l) = &latent_ce {
+            metrics.push(("latent_ce", l.double_value(&[])));
+        }
+        if let Some(share) = tok.glanced {
+            metrics.push(("glanced", share));
+        }
+        if let Some(share) = predicted_share {
+            metrics.push(("predicted_latents", share));
+        }
+        Ok((
+            NatLoss {
+                total,
+                tokens: tok.tokens,
+                metrics,
+            },
+            codes,
+        ))
+    }
 
-        // Which decoder inputs are gold embeddings, and which positions the
-        // token loss counts.
+    /// The token loss of the one-token-per-position decoder over `shown`
+    /// positions of `tgt_p` `[b, shown]` (gold embeddings `y` `[b, n, d]`):
+    /// the decoder inputs that are gold come from the glance (a first pass
+    /// without gradients; the loss then counts the other positions) or from
+    /// T2T's mixing at latent share `p`.
+    fn position_loss(
+        &self,
+        (z, latents, visible, shown, enc): DecoderInput,
+        y: &Tensor,
+        tgt_p: &Tensor,
+        p: f64,
+        train: bool,
+    ) -> Result<TokenLoss> {
+        let cfg = &self.cfg;
+        let real = tgt_p.f_ne(cfg.pad_id)?; // [b, shown]
+                                            // Which decoder inputs are gold embeddings, and which positions the
+                                            // token loss counts.
         let glancing = train && cfg.schedule.glancing_ratio > 0.0;
         let (use_gold, counted) = if glancing {
             let first = tch::no_grad(|| -> Result<Tensor> {
-                let h =
-                    self.decode_latents(&z, latents.as_ref(), visible, shown, &enc, None, train)?;
+                let h = self.decode_latents(z, latents, visible, shown, enc, None, train)?;
                 Ok(self.project(&h)?.f_argmax(-1, false)?) // [b, shown]
             })?;
-            let glanced = self.glance(&first, &tgt_p, &real)?; // [b, shown]
+            let glanced = self.glance(&first, tgt_p, &real)?; // [b, shown]
             let rest = real.f_logical_and(&glanced.f_logical_not()?)?;
             // A batch glanced whole (one-token rows) still counts its tokens.
             let counted = if rest.f_any()?.int64_value(&[]) == 0 {
@@ -433,9 +467,8 @@ impl LatentNat {
             _ => None,
         };
         let use_gold = use_gold.map(|g| g.f_unsqueeze(2)).transpose()?; // [b, shown, 1]
-        let gold = use_gold.as_ref().map(|g| (&y, g));
-        let hidden =
-            self.decode_latents(&z, latents.as_ref(), visible, shown, &enc, gold, train)?; // [b, shown, d]
+        let gold = use_gold.as_ref().map(|g| (y, g));
+        let hidden = self.decode_latents(z, latents, visible, shown, enc, gold, train)?; // [b, shown, d]
 
         // Token loss over the counted target positions only.
         let keep = counted.f_flatten(0, -1)?.f_nonzero()?.f_squeeze_dim(1)?; // [m]
@@ -449,25 +482,11 @@ impl LatentNat {
             cfg.schedule.label_smoothing,
             cfg.pad_id,
         )?;
-        let tokens = tok.tokens.double_value(&[]);
-        let token_loss = tok.loss();
-        let token_nll = tok.nll().double_value(&[]);
-        self.finish_loss(LossParts {
-            token_loss,
-            tokens,
-            token_nll,
-            glanced_share,
-            predicted_share,
-            bottleneck_loss,
-            commitment,
-            latent_on,
-            p,
-            codes,
-            latent_logits,
-            tgt_lens,
-            src_lens,
-            enc,
-            n,
+        Ok(TokenLoss {
+            loss: tok.loss(),
+            tokens: tok.tokens.double_value(&[]),
+            nll: tok.nll().double_value(&[]),
+            glanced: glanced_share,
         })
     }
 
@@ -485,7 +504,7 @@ impl LatentNat {
         tgt_p: &Tensor,
         enc: &EncoderOutput,
         train: bool,
-    ) -> Result<(Tensor, f64, Option<f64>)> {
+    ) -> Result<TokenLoss> {
         let cfg = &self.cfg;
         let r = cfg.upsample();
         let t = tgt_lens.f_max()?.int64_value(&[]);
@@ -525,69 +544,13 @@ impl LatentNat {
             true,
         )?;
         let tokens = tgt_lens.f_sum(Kind::Float)?.double_value(&[]);
-        Ok((
-            summed.f_div_scalar(tokens.max(1.0))?,
+        let loss = summed.f_div_scalar(tokens.max(1.0))?;
+        Ok(TokenLoss {
+            nll: loss.double_value(&[]),
+            loss,
             tokens,
-            glance.map(|(_, _, share)| share),
-        ))
-    }
-
-    /// The total loss and metrics from the token loss and the rest.
-    fn finish_loss(&self, parts: LossParts) -> Result<(NatLoss, Option<LatentCodes>)> {
-        let cfg = &self.cfg;
-        let LossParts {
-            token_loss,
-            tokens,
-            token_nll,
-            glanced_share,
-            predicted_share,
-            bottleneck_loss,
-            commitment,
-            latent_on,
-            p,
-            codes,
-            latent_logits,
-            tgt_lens,
-            src_lens,
-            enc,
-            n,
-        } = parts;
-        let latent_ce = match (&codes, &latent_logits) {
-            (Some(c), Some(logits)) => Some(self.latent_loss(c, logits, &tgt_lens, n)?),
-            _ => None,
-        };
-        let length_ce = self
-            .length
-            .loss(&enc.memory, &enc.src_pad, &src_lens, &tgt_lens)?;
-
-        let mut total = token_loss.f_add(&bottleneck_loss)?.f_add(&length_ce)?;
-        if let (Some(l), true) = (&latent_ce, latent_on) {
-            total = total.f_add(&l.f_mul_scalar(cfg.schedule.latent_loss_weight)?)?;
-        }
-        let mut metrics = vec![
-            ("token_loss", token_loss.double_value(&[])),
-            ("token_nll", token_nll),
-            ("commitment", commitment.double_value(&[])),
-            ("length_ce", length_ce.double_value(&[])),
-            ("latent_mix", p),
-        ];
-        if let Some(l) = &latent_ce {
-            metrics.push(("latent_ce", l.double_value(&[])));
-        }
-        if let Some(share) = glanced_share {
-            metrics.push(("glanced", share));
-        }
-        if let Some(share) = predicted_share {
-            metrics.push(("predicted_latents", share));
-        }
-        Ok((
-            NatLoss {
-                total,
-                tokens,
-                metrics,
-            },
-            codes,
-        ))
+            glanced: glance.map(|(_, _, share)| share),
+        })
     }
 
     /// GLAT's glance: per row, ⌈ratio · wrong⌉ of the `real` positions

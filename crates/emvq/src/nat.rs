@@ -337,7 +337,14 @@ mod tests {
     #[test]
     fn shipped_nat_configs_parse_and_validate() {
         let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
-        for file in ["nat_em", "nat_vq", "nat_em_nc4", "nat_em_paper"] {
+        for file in [
+            "nat_em",
+            "nat_vq",
+            "nat_em_nc4",
+            "nat_em_paper",
+            "nat_em_lean",
+            "nat_em_fast",
+        ] {
             let path = root.join(format!("configs/multi30k/{file}.toml"));
             let config: NatRunConfig = load_toml(&path).unwrap();
             config
@@ -355,6 +362,8 @@ mod tests {
         assert!(em.init_from_teacher && em.init_predictor_from_teacher);
         assert!(em.decode.nat().collapse_repeats);
         assert_eq!(em.model.schedule.predicted_latents, 0.5);
+        assert_eq!(em.model.ctc_upsample, 2);
+        assert_eq!(paper.model.ctc_upsample, 0);
         assert_eq!(paper.model.schedule.predicted_latents, 0.0);
         em.init_from_teacher = false;
         let err = format!("{:#}", em.validate().unwrap_err());
