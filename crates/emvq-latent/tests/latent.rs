@@ -268,6 +268,45 @@ fn tiny_nat_with_a_vq_bottleneck_learns_to_translate_twenty_pairs() {
         .unwrap();
     let beam_correct = exact(&beam, &want);
     assert!(beam_correct >= 18, "beam {beam_correct}/20");
+    // The output projection in bfloat16 keeps the translations.
+    let mut model = model;
+    model.set_bf16_output(true).unwrap();
+    let bf16 = model.translate(&src, &NatDecode::default()).unwrap();
+    let bf16_correct = exact(&bf16, &want);
+    assert!(bf16_correct >= 18, "bf16 output {bf16_correct}/20");
+}
+
+#[test]
+fn bf16_output_projects_with_a_copy_of_the_weights_taken_when_set() {
+    tch::manual_seed(4);
+    let mut cfg = tiny_vq();
+    cfg.tie_embeddings = false; // the output projection is its own matrix
+    let vs = VarStore::new(Device::Cpu);
+    let mut model = LatentNat::new(vs.root(), &cfg).unwrap();
+    let (src, _, _) = pairs();
+    let one_pass = |m: &LatentNat| m.translate(&src, &NatDecode::default()).unwrap();
+    model.set_bf16_output(true).unwrap();
+    let bf16_before = one_pass(&model);
+    // Zeroed float32 output weights make every logit 0 (the argmax: id 0
+    // everywhere), but the bf16 copy taken before still decodes as it did,
+    tch::no_grad(|| {
+        let mut zeroed = 0;
+        for (name, mut var) in vs.variables() {
+            if name == "output_projection.weight" {
+                let _ = var.zero_();
+                zeroed += 1;
+            }
+        }
+        assert_eq!(zeroed, 1);
+    });
+    assert_eq!(one_pass(&model), bf16_before);
+    // until it is switched off or taken again.
+    model.set_bf16_output(false).unwrap();
+    let float_zeroed = one_pass(&model);
+    assert!(float_zeroed.iter().flatten().all(|&id| id == 0));
+    assert_ne!(float_zeroed, bf16_before);
+    model.set_bf16_output(true).unwrap();
+    assert_eq!(one_pass(&model), float_zeroed);
 }
 
 #[test]

@@ -89,6 +89,11 @@ pub struct EvalArgs {
     /// refinement; default: the run's `[decode] refine_steps`).
     #[arg(long, conflicts_with = "oracle_latents")]
     pub refine_steps: Option<usize>,
+    /// Latent NAT runs: project onto the vocabulary in bfloat16, `true` or
+    /// `false` (default: the run's `[decode] bf16_output`). Stored under
+    /// `<split>[…].bf16`.
+    #[arg(long, conflicts_with = "oracle_latents")]
+    pub bf16_output: Option<bool>,
     #[arg(long)]
     pub device: Option<DeviceSpec>,
 }
@@ -206,8 +211,10 @@ pub fn run(args: &EvalArgs) -> Result<()> {
                     && args.teacher.is_none()
                     && !args.oracle_latents
                     && args.collapse_repeats.is_none()
-                    && args.refine_steps.is_none(),
-                "--rescore, --teacher, --oracle-latents, --collapse-repeats and --refine-steps apply to NAT runs"
+                    && args.refine_steps.is_none()
+                    && args.bf16_output.is_none(),
+                "--rescore, --teacher, --oracle-latents, --collapse-repeats, --refine-steps and \
+                 --bf16-output apply to NAT runs"
             );
             run_teacher(args).map(|_| ())
         }
@@ -284,6 +291,9 @@ pub struct NatSplitResult {
     /// Decoder passes after the first (`[decode] refine_steps`).
     #[serde(default)]
     pub refine_steps: usize,
+    /// Output projection in bfloat16 (`[decode] bf16_output`).
+    #[serde(default)]
+    pub bf16_output: bool,
     pub bleu: Scored,
     pub chrf: Scored,
     /// Decoding of the whole split (batched one pass, or sentence by
@@ -330,6 +340,9 @@ pub fn run_nat(args: &EvalArgs) -> Result<NatSplitResult> {
     }
     if let Some(steps) = args.refine_steps {
         nat.decode.refine_steps = steps;
+    }
+    if let Some(on) = args.bf16_output {
+        nat.set_bf16_output(on)?;
     }
     ensure!(
         nat.kind == RunKind::LatentNat || nat.decode.refine_steps == 0,
@@ -379,15 +392,16 @@ pub fn run_nat(args: &EvalArgs) -> Result<NatSplitResult> {
         Score::LogProb => ("", ""),
         Score::PerToken => (".per_token", ", per token"),
     };
-    // Refined decodes are stored beside the paper's single pass.
-    let refine_suffix = match nat.decode.refine_steps {
+    // Refined and bf16-output decodes are stored beside the paper's single
+    // float32 pass.
+    let variant_suffix = match nat.decode.refine_steps {
         0 => String::new(),
         n => format!(".refine{n}"),
-    };
+    } + if nat.bf16_output { ".bf16" } else { "" };
     let suffix = args
         .rescore
         .map_or("nat".to_string(), |s| format!("rescore{s}{score_suffix}"))
-        + &refine_suffix;
+        + &variant_suffix;
     let translations = write_translations(&args.run, &format!("{}.{suffix}", args.split), &hyps)?;
     let result = NatSplitResult {
         split: args.split.clone(),
@@ -398,6 +412,7 @@ pub fn run_nat(args: &EvalArgs) -> Result<NatSplitResult> {
         latent_beam: nat.decode.latent_beam,
         collapse_repeats: nat.decode.collapse_repeats,
         refine_steps: nat.decode.refine_steps,
+        bf16_output: nat.bf16_output,
         bleu: bleu_of(&hyps, &refs)?,
         chrf: chrf_of(&hyps, &refs)?,
         sentences_per_s: sources.len() as f64 / seconds.max(1e-9),
@@ -411,7 +426,7 @@ pub fn run_nat(args: &EvalArgs) -> Result<NatSplitResult> {
     let key = match args.rescore {
         None => args.split.clone(),
         Some(s) => format!("{}.rescore{s}{score_suffix}", args.split),
-    } + &refine_suffix;
+    } + &variant_suffix;
     let path = store_result(&args.run, &key, serde_json::to_value(&result)?)?;
     let passes = match result.refine_steps {
         0 => "one pass".to_string(),
@@ -425,6 +440,9 @@ pub fn run_nat(args: &EvalArgs) -> Result<NatSplitResult> {
     }
     if result.collapse_repeats {
         how.push_str(", repeats collapsed");
+    }
+    if result.bf16_output {
+        how.push_str(", bf16 output");
     }
     println!("{} ({how})", result.bleu.line);
     println!("{}", result.chrf.line);
@@ -459,6 +477,7 @@ fn run_oracle_latents(args: &EvalArgs, nat: &LoadedNatRun) -> Result<NatSplitRes
         latent_beam: nat.decode.latent_beam,
         collapse_repeats: false,
         refine_steps: 0,
+        bf16_output: nat.bf16_output,
         bleu: bleu_of(&hyps, &refs)?,
         chrf: chrf_of(&hyps, &refs)?,
         sentences_per_s: out.len() as f64 / seconds.max(1e-9),

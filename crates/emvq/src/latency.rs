@@ -55,6 +55,10 @@ pub struct BenchArgs {
     /// A NAT run (repeat the flag for several), added to the list's.
     #[arg(long = "nat")]
     pub nats: Vec<PathBuf>,
+    /// A latent NAT run timed with its output projection in bfloat16
+    /// (repeatable; a run may also be given with `--nat`: two rows).
+    #[arg(long = "nat-bf16")]
+    pub nats_bf16: Vec<PathBuf>,
     /// Candidates S of the latent NATs' rescoring rows (comma-separated).
     #[arg(long, value_delimiter = ',')]
     pub rescore: Option<Vec<usize>>,
@@ -119,6 +123,10 @@ pub struct NatEntry {
     #[serde(default)]
     pub label: Option<String>,
     pub run: PathBuf,
+    /// Latent NAT runs: output projection in bfloat16 or not (default: the
+    /// run's `[decode] bf16_output`).
+    #[serde(default)]
+    pub bf16_output: Option<bool>,
 }
 
 fn default_split() -> String {
@@ -169,6 +177,12 @@ impl LatencyList {
         list.nats.extend(args.nats.iter().map(|run| NatEntry {
             label: None,
             run: run.clone(),
+            bf16_output: None,
+        }));
+        list.nats.extend(args.nats_bf16.iter().map(|run| NatEntry {
+            label: None,
+            run: run.clone(),
+            bf16_output: Some(true),
         }));
         ensure!(list.beam >= 1, "beam must be at least 1");
         ensure!(
@@ -380,7 +394,11 @@ pub fn run(args: &BenchArgs) -> Result<Table> {
     let mut nats: Vec<(NatEntry, Option<LoadedNatRun>)> = Vec::new();
     for entry in &list.nats {
         let loaded = if is_trained(&entry.run) {
-            Some(load_nat_run(&entry.run, args.device)?)
+            let mut nat = load_nat_run(&entry.run, args.device)?;
+            if let Some(on) = entry.bf16_output {
+                nat.set_bf16_output(on)?;
+            }
+            Some(nat)
         } else {
             tracing::warn!("{} is not trained (no {MODEL_FILE})", entry.run.display());
             None
@@ -470,7 +488,9 @@ pub fn run(args: &BenchArgs) -> Result<Table> {
     }
     bar.finish_and_clear();
 
-    let mut rows = Vec::new();
+    // Each timed row with the list entry it belongs to (None: the teacher's);
+    // a run may be listed twice (float32 and bf16 output).
+    let mut rows: Vec<(Option<usize>, Row)> = Vec::new();
     for (d, (decoder, _)) in decoders.iter().enumerate() {
         let latency = crate::eval::Latency::from_ms(ms[d].clone());
         let (model, run, decoding, distilled, bottleneck, n_c, ppl, hyps) = match decoder {
@@ -497,7 +517,7 @@ pub fn run(args: &BenchArgs) -> Result<Table> {
                         None => "one pass".to_string(),
                         Some(s) if nat.kind == RunKind::PlainNat => format!("NPD {s}"),
                         Some(s) => format!("rescore {s}"),
-                    },
+                    } + if nat.bf16_output { ", bf16 output" } else { "" },
                     Some(nat.distilled()),
                     bottleneck_label(nat.bottleneck),
                     nat.bottleneck.map(|b| b.2),
@@ -506,38 +526,48 @@ pub fn run(args: &BenchArgs) -> Result<Table> {
                 )
             }
         };
-        rows.push(Row {
-            model,
-            run,
-            trained: true,
-            decoding,
-            distilled,
-            bottleneck,
-            n_c,
-            bleu: Some(bleu_of(&hyps, refs)?.score),
-            mean_ms: Some(latency.mean_ms),
-            median_ms: Some(latency.median_ms),
-            speedup_vs_beam: None,
-            speedup_vs_greedy: None,
-            code_perplexity: ppl,
-        });
+        let entry = match decoder {
+            Decoder::Teacher(..) => None,
+            Decoder::Nat(i, ..) => Some(*i),
+        };
+        rows.push((
+            entry,
+            Row {
+                model,
+                run,
+                trained: true,
+                decoding,
+                distilled,
+                bottleneck,
+                n_c,
+                bleu: Some(bleu_of(&hyps, refs)?.score),
+                mean_ms: Some(latency.mean_ms),
+                median_ms: Some(latency.median_ms),
+                speedup_vs_beam: None,
+                speedup_vs_greedy: None,
+                code_perplexity: ppl,
+            },
+        ));
     }
-    if teacher.is_none() {
-        rows.insert(0, ar_untrained(&list, "greedy"));
-        rows.insert(0, ar_untrained(&list, &format!("beam {}", list.beam)));
-    }
-    // Not-trained NAT rows where the list puts them.
-    let mut ordered: Vec<Row> = rows
-        .iter()
-        .filter(|r| r.model == "Autoregressive")
-        .cloned()
-        .collect();
-    for (entry, loaded) in &nats {
+    // The teacher's rows first, then each listed NAT's (not-trained rows
+    // where the list puts them).
+    let mut ordered: Vec<Row> = if teacher.is_none() {
+        vec![
+            ar_untrained(&list, &format!("beam {}", list.beam)),
+            ar_untrained(&list, "greedy"),
+        ]
+    } else {
+        rows.iter()
+            .filter(|(e, _)| e.is_none())
+            .map(|(_, r)| r.clone())
+            .collect()
+    };
+    for (i, (entry, loaded)) in nats.iter().enumerate() {
         match loaded {
             Some(_) => ordered.extend(
                 rows.iter()
-                    .filter(|r| r.run == entry.run && r.model != "Autoregressive")
-                    .cloned(),
+                    .filter(|(e, _)| *e == Some(i))
+                    .map(|(_, r)| r.clone()),
             ),
             None => ordered.extend(untrained_rows(entry, &list)),
         }

@@ -123,6 +123,12 @@ pub struct NatDecodeSettings {
     /// paper's single pass.
     #[serde(default)]
     pub refine_steps: usize,
+    /// Latent NAT runs, inference only: project the decoder states onto the
+    /// vocabulary in bfloat16 (beyond the paper). ~2.7× faster than float32
+    /// for the ~30 positions of a batch-1 decode on CPUs with AVX-512 BF16,
+    /// slower without it; near-tied argmaxes may flip. Absent: `false`.
+    #[serde(default)]
+    pub bf16_output: bool,
 }
 
 impl NatDecodeSettings {
@@ -343,6 +349,7 @@ mod tests {
             "nat_em_nc4",
             "nat_em_paper",
             "nat_em_lean",
+            "nat_em_lean1",
             "nat_em_fast",
         ] {
             let path = root.join(format!("configs/multi30k/{file}.toml"));

@@ -14,7 +14,7 @@
 
 use std::path::{Path, PathBuf};
 
-use anyhow::{bail, Context, Result};
+use anyhow::{bail, ensure, Context, Result};
 use emvq_bottleneck::BottleneckKind;
 use emvq_data::{SubwordTokenizer, TranslationDataConfig, EOS_ID};
 use emvq_latent::{rescore_by, LatentNat, NatDecode, NatModel, PlainNat, PlainNatConfig, Score};
@@ -105,11 +105,28 @@ pub struct LoadedNatRun {
     pub rescore_score: Score,
     /// Bottleneck of a latent NAT: kind, bits, slices n_c.
     pub bottleneck: Option<(BottleneckKind, u32, i64)>,
+    /// The output projection runs in bfloat16 (`[decode] bf16_output`).
+    pub bf16_output: bool,
     max_positions: i64,
     pad_id: i64,
 }
 
 impl LoadedNatRun {
+    /// Projects onto the vocabulary in bfloat16 (`on`) or float32
+    /// ([`LatentNat::set_bf16_output`]); latent NAT runs only.
+    pub fn set_bf16_output(&mut self, on: bool) -> Result<()> {
+        match &mut self.net {
+            NatNet::Latent(m) => m.set_bf16_output(on)?,
+            NatNet::Plain(_) => ensure!(
+                !on,
+                "bf16_output applies to latent NAT runs; {} is a plain NAT",
+                self.name
+            ),
+        }
+        self.bf16_output = on;
+        Ok(())
+    }
+
     pub fn model(&self) -> &dyn NatModel {
         match &self.net {
             NatNet::Latent(m) => m.as_ref(),
@@ -296,7 +313,8 @@ pub fn load_nat_run(run_dir: &Path, device: Option<DeviceSpec>) -> Result<Loaded
                 m.bottleneck.bits,
                 m.bottleneck.slices,
             ));
-            Ok(LoadedNatRun {
+            let bf16_output = cfg.decode.bf16_output;
+            let mut loaded = LoadedNatRun {
                 kind: RunKind::LatentNat,
                 name: cfg.name.clone(),
                 tokenizer,
@@ -312,7 +330,10 @@ pub fn load_nat_run(run_dir: &Path, device: Option<DeviceSpec>) -> Result<Loaded
                 rescore_score: cfg.decode.rescore_score,
                 data: cfg.data,
                 bottleneck,
-            })
+                bf16_output: false,
+            };
+            loaded.set_bf16_output(bf16_output)?;
+            Ok(loaded)
         }
         RunKind::PlainNat => {
             let run = RunDir::open(run_dir)?;
@@ -323,7 +344,8 @@ pub fn load_nat_run(run_dir: &Path, device: Option<DeviceSpec>) -> Result<Loaded
             let vs = VarStore::new(device);
             let model = PlainNat::new(vs.root(), &cfg.model)?;
             let weights = crate::teacher::run_steps::restore_run_weights(&run, &vs)?;
-            Ok(LoadedNatRun {
+            let bf16_output = cfg.decode.bf16_output;
+            let mut loaded = LoadedNatRun {
                 kind: RunKind::PlainNat,
                 name: cfg.name.clone(),
                 tokenizer,
@@ -339,7 +361,10 @@ pub fn load_nat_run(run_dir: &Path, device: Option<DeviceSpec>) -> Result<Loaded
                 rescore_score: cfg.decode.rescore_score,
                 data: cfg.data,
                 bottleneck: None,
-            })
+                bf16_output: false,
+            };
+            loaded.set_bf16_output(bf16_output)?;
+            Ok(loaded)
         }
     }
 }

@@ -259,6 +259,7 @@ fn nat_runs_eval_translate_and_bench_latency() {
         &["--rescore", "2"][..],
         &["--collapse-repeats", "true"][..],
         &["--refine-steps", "1"][..],
+        &["--bf16-output", "true"][..],
     ] {
         let mut args = vec!["eval", "--run", "runs/teacher/tiny"];
         args.extend_from_slice(nat_only);
@@ -343,6 +344,32 @@ fn nat_runs_eval_translate_and_bench_latency() {
     .status
     .success());
 
+    // eval --bf16-output: the output projection in bfloat16, stored beside
+    // the float32 pass; refused for the plain NAT.
+    let out = ok(emvq(
+        w,
+        &["eval", "--run", "runs/nat/em", "--bf16-output", "true"],
+    ));
+    assert!(String::from_utf8(out.stdout)
+        .unwrap()
+        .contains("bf16 output"));
+    let results = json(&w.join("runs/nat/em/results.json"));
+    assert_eq!(results["test_2016_flickr"], before);
+    assert_eq!(results["test_2016_flickr"]["bf16_output"], false);
+    let bf16 = &results["test_2016_flickr.bf16"];
+    assert_eq!(bf16["bf16_output"], true);
+    assert_eq!(bf16["sentences"], 6);
+    assert!(bf16["translations"]
+        .as_str()
+        .unwrap()
+        .ends_with("test_2016_flickr.nat.bf16.txt"));
+    assert!(!emvq(
+        w,
+        &["eval", "--run", "runs/nat/plain", "--bf16-output", "true"]
+    )
+    .status
+    .success());
+
     // translate: stdin → one line per input line, one pass and rescored.
     for extra in [&[][..], &["--rescore", "2"][..]] {
         let mut child = Command::new(env!("CARGO_BIN_EXE_emvq"))
@@ -378,6 +405,8 @@ fn nat_runs_eval_translate_and_bench_latency() {
             "runs/nat/plain",
             "--nat",
             "runs/nat/never",
+            "--nat-bf16",
+            "runs/nat/em",
             "--rescore",
             "2",
             "--npd",
@@ -414,6 +443,8 @@ fn nat_runs_eval_translate_and_bench_latency() {
         ("NPD 2", true),
         ("NPD 3", true),
         ("one pass", false),
+        ("one pass, bf16 output", true),
+        ("rescore 2, bf16 output", true),
     ];
     assert_eq!(rows, expected.map(|(d, t)| (d.to_string(), t)));
     let em_row = &table["rows"][2];
