@@ -5,6 +5,7 @@
 mod bundle;
 mod distill;
 mod fetch_data;
+mod orderings;
 mod paper_images;
 mod pipeline;
 mod setup;
@@ -56,6 +57,22 @@ enum Task {
         /// --rescore, --npd, --sentences, --report…).
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<String>,
+    },
+    /// Benchmark: the paper's orderings (EM ≥ VQ, distilled ≥ not
+    /// distilled) over seeds: nat_{em,vq}[_raw].toml trained `--steps` steps
+    /// per seed into runs/nat/order_<variant>_s<seed>/ (finished runs kept),
+    /// scored one pass, table in runs/orderings/. Needs the pipeline's
+    /// teacher and distillation; ~35 minutes per pair of runs at 500 steps.
+    BenchOrderings {
+        #[arg(long, default_value_t = 500)]
+        steps: i64,
+        #[arg(long, value_delimiter = ',', default_value = "1,2")]
+        seeds: Vec<u64>,
+        /// Runs trained at once; the cores are shared between them.
+        #[arg(long, default_value_t = 2)]
+        concurrent: usize,
+        #[arg(long, default_value = "test_2016_flickr")]
+        split: String,
     },
     /// Set up if needed, build, and run `emvq info`.
     Info,
@@ -174,6 +191,20 @@ fn main() -> Result<()> {
                 cmd.args(["--list", "configs/multi30k/latency.toml"]);
             }
             run(cmd.args(args))
+        }
+        Task::BenchOrderings {
+            steps,
+            seeds,
+            concurrent,
+            split,
+        } => {
+            setup::ensure(None)?;
+            orderings::bench_orderings(&orderings::OrderingsArgs {
+                steps,
+                seeds,
+                concurrent,
+                split,
+            })
         }
         Task::Info => {
             setup::ensure(None)?;
