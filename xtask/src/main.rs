@@ -62,7 +62,7 @@ enum Task {
     /// distilled) over seeds: nat_{em,vq}[_raw].toml trained `--steps` steps
     /// per seed into runs/nat/order_<variant>_s<seed>/ (finished runs kept),
     /// scored one pass, table in runs/orderings/. Needs the pipeline's
-    /// teacher and distillation; ~35 minutes per pair of runs at 500 steps.
+    /// teacher and distillation; ~25 minutes per pair of runs at 500 steps.
     BenchOrderings {
         #[arg(long, default_value_t = 500)]
         steps: i64,
