@@ -224,7 +224,7 @@ fn untar(archive: &Path, dir: &Path, members: &[&str]) -> Result<()> {
 }
 
 /// Writes `bytes` to `path.partial`, then renames it to `path`.
-fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
+pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
     let partial = path.with_extension(format!(
         "{}.partial",
         path.extension().unwrap_or_default().to_string_lossy()

@@ -14,12 +14,13 @@
 //! `runs/orderings/table.md` and `table.json`, each ordering judged on the
 //! seed means beside the spread between seeds.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Child, Command, Stdio};
 
 use anyhow::{bail, Context, Result};
 use serde_json::{json, Value};
 
+use crate::fetch_data::write_atomic;
 use crate::{cargo, emvq, project_root, run};
 
 /// The four models whose orderings the paper's table reports.
@@ -177,7 +178,7 @@ pub fn bench_orderings(args: &OrderingsArgs) -> Result<()> {
     std::fs::create_dir_all(out.join("logs"))?;
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
 
-    let mut pending: Vec<(String, &str)> = Vec::new(); // (run name, template)
+    let mut pending: Vec<(String, &str, u64)> = Vec::new(); // (run name, template, seed)
     for &seed in &args.seeds {
         for (variant, template) in VARIANTS {
             let name = run_name(variant, seed);
@@ -189,7 +190,7 @@ pub fn bench_orderings(args: &OrderingsArgs) -> Result<()> {
             {
                 eprintln!("bench-orderings: {name} is trained, kept");
             } else {
-                pending.push((name, template));
+                pending.push((name, template, seed));
             }
         }
     }
@@ -208,15 +209,14 @@ pub fn bench_orderings(args: &OrderingsArgs) -> Result<()> {
     for round in pending.chunks(args.concurrent) {
         let threads = (cores / round.len()).max(1);
         let mut children: Vec<(String, Child)> = Vec::new();
-        for (name, template) in round {
-            let seed: u64 = name.rsplit("_s").next().unwrap_or("1").parse()?;
+        for (name, template, seed) in round {
             let template_path = root.join(template);
             let text = std::fs::read_to_string(&template_path)
                 .with_context(|| format!("cannot read {}", template_path.display()))?;
-            let config = derive_config(&text, name, seed, threads)
+            let config = derive_config(&text, name, *seed, threads)
                 .with_context(|| format!("config {}", template_path.display()))?;
             let config_path = out.join("configs").join(format!("{name}.toml"));
-            write_atomically(&config_path, config.as_bytes())?;
+            write_atomic(&config_path, config.as_bytes())?;
             let log_path = out.join("logs").join(format!("{name}.log"));
             let log = std::fs::File::create(&log_path)
                 .with_context(|| format!("cannot create {}", log_path.display()))?;
@@ -261,21 +261,25 @@ pub fn bench_orderings(args: &OrderingsArgs) -> Result<()> {
         for &seed in &args.seeds {
             let name = run_name(variant, seed);
             let run_dir = root.join("runs/nat").join(&name);
-            if test_bleu(&run_dir, &args.split).is_err() {
-                run(emvq().arg("eval").arg("--run").arg(&run_dir).args([
-                    "--split",
-                    &args.split,
-                    "--latency-sentences",
-                    "0",
-                ]))?;
-            }
+            let bleu = match test_bleu(&run_dir, &args.split) {
+                Ok(bleu) => bleu,
+                Err(_) => {
+                    run(emvq().arg("eval").arg("--run").arg(&run_dir).args([
+                        "--split",
+                        &args.split,
+                        "--latency-sentences",
+                        "0",
+                    ]))?;
+                    test_bleu(&run_dir, &args.split)?
+                }
+            };
             let record = final_record(&run_dir)?;
             rows.push(json!({
                 "variant": variant,
                 "seed": seed,
                 "run": format!("runs/nat/{name}"),
                 "steps": record["step"],
-                "test_bleu": test_bleu(&run_dir, &args.split)?,
+                "test_bleu": bleu,
                 "valid_bleu": record["bleu_greedy"],
                 "code_perplexity": first(&record["code_perplexity"]),
                 "codes_used": record["codes_used"].as_array().and_then(|a| a.first()).cloned(),
@@ -283,12 +287,12 @@ pub fn bench_orderings(args: &OrderingsArgs) -> Result<()> {
         }
     }
     let table = orderings_table(&rows, &args.split);
-    write_atomically(
+    write_atomic(
         &out.join("table.json"),
         serde_json::to_string_pretty(&table)?.as_bytes(),
     )?;
     let markdown = markdown(&table, args);
-    write_atomically(&out.join("table.md"), markdown.as_bytes())?;
+    write_atomic(&out.join("table.md"), markdown.as_bytes())?;
     println!("{markdown}");
     Ok(())
 }
@@ -392,14 +396,6 @@ fn markdown(table: &Value, args: &OrderingsArgs) -> String {
         );
     }
     md
-}
-
-/// Writes through a temporary file and a rename, so a reader never sees a
-/// half-written file.
-fn write_atomically(path: &Path, bytes: &[u8]) -> Result<()> {
-    let tmp: PathBuf = path.with_extension("tmp");
-    std::fs::write(&tmp, bytes).with_context(|| format!("cannot write {}", tmp.display()))?;
-    std::fs::rename(&tmp, path).with_context(|| format!("cannot rename to {}", path.display()))
 }
 
 #[cfg(test)]
