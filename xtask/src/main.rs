@@ -60,10 +60,13 @@ enum Task {
     },
     /// Benchmark: the paper's orderings (EM ≥ VQ, distilled ≥ not
     /// distilled) over seeds: nat_{em,vq}[_raw].toml trained `--steps` steps
-    /// per seed into runs/nat/order_<variant>_s<seed>/ (finished runs kept),
+    /// per seed into runs/nat/order_<variant>_<steps>_s<seed>/ (finished runs kept),
     /// scored one pass, table in runs/orderings/. Needs the pipeline's
     /// teacher and distillation; ~25 minutes per pair of runs at 500 steps.
     BenchOrderings {
+        /// Some of em, vq, em_raw, vq_raw (default: all four).
+        #[arg(long, value_delimiter = ',')]
+        variants: Vec<String>,
         #[arg(long, default_value_t = 500)]
         steps: i64,
         #[arg(long, value_delimiter = ',', default_value = "1,2")]
@@ -193,6 +196,7 @@ fn main() -> Result<()> {
             run(cmd.args(args))
         }
         Task::BenchOrderings {
+            variants,
             steps,
             seeds,
             concurrent,
@@ -200,6 +204,7 @@ fn main() -> Result<()> {
         } => {
             setup::ensure(None)?;
             orderings::bench_orderings(&orderings::OrderingsArgs {
+                variants,
                 steps,
                 seeds,
                 concurrent,

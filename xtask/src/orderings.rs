@@ -5,14 +5,15 @@
 //! One run per (variant, seed): `configs/multi30k/nat_{em,vq}[_raw].toml`
 //! with `name`, every `seed` line and `threads` rewritten, written to
 //! `runs/orderings/configs/` and trained with `emvq train-nat --max-steps N`
-//! into `runs/nat/order_<variant>_s<seed>/`, `concurrent` runs at a time
+//! into `runs/nat/order_<variant>_<N>_s<seed>/`, `concurrent` runs at a time
 //! (the machine's cores shared between them). A finished run (its
 //! `model.safetensors` exists) is not trained again. Every run is then
 //! scored one pass on a test split (`emvq eval`), and the table — per run
 //! and per variant (mean over seeds): test BLEU, validation BLEU and
 //! codebook perplexity of the final averaged model — goes to
 //! `runs/orderings/table.md` and `table.json`, each ordering judged on the
-//! seed means beside the spread between seeds.
+//! seed means beside the spread between seeds. `--variants` picks some of
+//! the four; an ordering between variants not measured is left out.
 
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
@@ -33,15 +34,37 @@ pub const VARIANTS: [(&str, &str); 4] = [
 
 /// What `cargo xtask bench-orderings` was asked for.
 pub struct OrderingsArgs {
+    /// Names from [`VARIANTS`]; empty: all four.
+    pub variants: Vec<String>,
     pub steps: i64,
     pub seeds: Vec<u64>,
     pub concurrent: usize,
     pub split: String,
 }
 
-/// The run directory name of one (variant, seed).
-pub fn run_name(variant: &str, seed: u64) -> String {
-    format!("order_{variant}_s{seed}")
+/// The run directory name of one (variant, step budget, seed): runs of
+/// different budgets never stand in for each other.
+pub fn run_name(variant: &str, steps: i64, seed: u64) -> String {
+    format!("order_{variant}_{steps}_s{seed}")
+}
+
+/// The (variant, template config) pairs asked for, in [`VARIANTS`] order;
+/// an unknown name is an error that lists the known ones.
+pub fn selected_variants(names: &[String]) -> Result<Vec<(&'static str, &'static str)>> {
+    for name in names {
+        if !VARIANTS.iter().any(|(v, _)| v == name) {
+            let known: Vec<&str> = VARIANTS.iter().map(|(v, _)| *v).collect();
+            bail!(
+                "--variants: unknown variant `{name}` (known: {})",
+                known.join(", ")
+            );
+        }
+    }
+    Ok(VARIANTS
+        .iter()
+        .filter(|(v, _)| names.is_empty() || names.iter().any(|n| n == v))
+        .copied()
+        .collect())
 }
 
 /// A config with its top-level `name`, every `seed` line (the run's and the
@@ -162,6 +185,7 @@ pub fn bench_orderings(args: &OrderingsArgs) -> Result<()> {
     if args.seeds.is_empty() || args.concurrent == 0 || args.steps <= 0 {
         bail!("bench-orderings needs at least one seed, --concurrent ≥ 1 and --steps ≥ 1");
     }
+    let variants = selected_variants(&args.variants)?;
     let root = project_root();
     for needed in [
         "runs/teacher/multi30k/model.safetensors",
@@ -180,8 +204,8 @@ pub fn bench_orderings(args: &OrderingsArgs) -> Result<()> {
 
     let mut pending: Vec<(String, &str, u64)> = Vec::new(); // (run name, template, seed)
     for &seed in &args.seeds {
-        for (variant, template) in VARIANTS {
-            let name = run_name(variant, seed);
+        for &(variant, template) in &variants {
+            let name = run_name(variant, args.steps, seed);
             if root
                 .join("runs/nat")
                 .join(&name)
@@ -257,9 +281,9 @@ pub fn bench_orderings(args: &OrderingsArgs) -> Result<()> {
     }
 
     let mut rows = Vec::new();
-    for (variant, _) in VARIANTS {
+    for &(variant, _) in &variants {
         for &seed in &args.seeds {
-            let name = run_name(variant, seed);
+            let name = run_name(variant, args.steps, seed);
             let run_dir = root.join("runs/nat").join(&name);
             let bleu = match test_bleu(&run_dir, &args.split) {
                 Ok(bleu) => bleu,
@@ -297,7 +321,19 @@ pub fn bench_orderings(args: &OrderingsArgs) -> Result<()> {
     Ok(())
 }
 
+/// The sample standard deviation of some values (0 for fewer than two).
+pub fn std_dev(values: &[f64]) -> f64 {
+    if values.len() < 2 {
+        return 0.0;
+    }
+    let mean = values.iter().sum::<f64>() / values.len() as f64;
+    let ss: f64 = values.iter().map(|v| (v - mean).powi(2)).sum();
+    (ss / (values.len() - 1) as f64).sqrt()
+}
+
 /// Per-variant means and spreads and the judged orderings, from the rows.
+/// Only the variants that have rows appear; an ordering appears when both
+/// of its variants do.
 pub fn orderings_table(rows: &[Value], split: &str) -> Value {
     let values = |variant: &str, key: &str| -> Vec<f64> {
         rows.iter()
@@ -307,32 +343,42 @@ pub fn orderings_table(rows: &[Value], split: &str) -> Value {
     };
     let mut variants = serde_json::Map::new();
     for (variant, config) in VARIANTS {
+        if !rows.iter().any(|r| r["variant"] == variant) {
+            continue;
+        }
         let mut entry = json!({"config": config});
         for key in ["test_bleu", "valid_bleu", "code_perplexity"] {
-            let (mean, spread) = mean_and_spread(&values(variant, key));
-            entry[key] = json!({"mean": mean, "spread": spread});
+            let vals = values(variant, key);
+            let (mean, spread) = mean_and_spread(&vals);
+            entry[key] =
+                json!({"mean": mean, "spread": spread, "std": std_dev(&vals), "n": vals.len()});
         }
         variants.insert(variant.to_string(), entry);
     }
     let orderings: Vec<Value> = ORDERINGS
         .iter()
+        .filter(|o| variants.contains_key(o.better) && variants.contains_key(o.worse))
         .map(|o| {
-            let better = variants[o.better]["test_bleu"]["mean"]
-                .as_f64()
-                .unwrap_or(f64::NAN);
-            let worse = variants[o.worse]["test_bleu"]["mean"]
-                .as_f64()
-                .unwrap_or(f64::NAN);
-            let spread = [o.better, o.worse]
+            let stat = |variant: &str, key: &str| {
+                variants[variant]["test_bleu"][key]
+                    .as_f64()
+                    .unwrap_or(f64::NAN)
+            };
+            let (better, worse) = (stat(o.better, "mean"), stat(o.worse, "mean"));
+            let spread = stat(o.better, "spread").max(stat(o.worse, "spread"));
+            // The standard error of the difference of two independent means.
+            let std_error = [o.better, o.worse]
                 .iter()
-                .map(|v| variants[*v]["test_bleu"]["spread"].as_f64().unwrap_or(0.0))
-                .fold(0.0, f64::max);
+                .map(|v| stat(v, "std").powi(2) / stat(v, "n").max(1.0))
+                .sum::<f64>()
+                .sqrt();
             json!({
                 "claim": o.claim,
                 "better": o.better,
                 "worse": o.worse,
                 "difference": better - worse,
                 "largest_seed_spread": spread,
+                "std_error": std_error,
                 "holds": better >= worse,
                 "beyond_seed_spread": (better - worse).abs() > spread,
             })
@@ -345,7 +391,7 @@ fn markdown(table: &Value, args: &OrderingsArgs) -> String {
     let seeds: Vec<String> = args.seeds.iter().map(|s| s.to_string()).collect();
     let mut md = format!(
         "# The paper's orderings: {} steps, seeds {}, BLEU one pass on {}\n\n\
-         `cargo xtask bench-orderings --steps {} --seeds {}`\n\n\
+         `cargo xtask bench-orderings --steps {} --seeds {}{}`\n\n\
          | run | steps | test BLEU | valid BLEU | codebook perplexity | codes used |\n\
          | --- | --- | --- | --- | --- | --- |\n",
         args.steps,
@@ -353,6 +399,11 @@ fn markdown(table: &Value, args: &OrderingsArgs) -> String {
         args.split,
         args.steps,
         seeds.join(","),
+        if args.variants.is_empty() {
+            String::new()
+        } else {
+            format!(" --variants {}", args.variants.join(","))
+        },
     );
     let num = |v: &Value| v.as_f64().map_or("–".to_string(), |x| format!("{x:.2}"));
     for r in table["runs"].as_array().into_iter().flatten() {
@@ -366,26 +417,27 @@ fn markdown(table: &Value, args: &OrderingsArgs) -> String {
             r["codes_used"],
         );
     }
-    md += "\n| variant | test BLEU mean (spread) | valid BLEU mean (spread) | perplexity mean |\n\
+    md += "\n| variant | test BLEU mean (spread, std) | valid BLEU mean (spread) | perplexity mean |\n\
            | --- | --- | --- | --- |\n";
-    for (variant, _) in VARIANTS {
-        let v = &table["variants"][variant];
+    for (variant, v) in table["variants"].as_object().into_iter().flatten() {
         md += &format!(
-            "| {variant} | {} ({}) | {} ({}) | {} |\n",
+            "| {variant} | {} ({}, {}) | {} ({}) | {} |\n",
             num(&v["test_bleu"]["mean"]),
             num(&v["test_bleu"]["spread"]),
+            num(&v["test_bleu"]["std"]),
             num(&v["valid_bleu"]["mean"]),
             num(&v["valid_bleu"]["spread"]),
             num(&v["code_perplexity"]["mean"]),
         );
     }
-    md += "\n| ordering | difference of means (test BLEU) | largest seed spread | holds | beyond the seed spread |\n\
-           | --- | --- | --- | --- | --- |\n";
+    md += "\n| ordering | difference of means (test BLEU) | its standard error | largest seed spread | holds | beyond the seed spread |\n\
+           | --- | --- | --- | --- | --- | --- |\n";
     for o in table["orderings"].as_array().into_iter().flatten() {
         md += &format!(
-            "| {} | {:+.2} | {} | {} | {} |\n",
+            "| {} | {:+.2} | {} | {} | {} | {} |\n",
             o["claim"].as_str().unwrap_or(""),
             o["difference"].as_f64().unwrap_or(f64::NAN),
+            num(&o["std_error"]),
             num(&o["largest_seed_spread"]),
             if o["holds"] == true { "yes" } else { "no" },
             if o["beyond_seed_spread"] == true {
@@ -419,10 +471,10 @@ mod tests {
     fn every_shipped_variant_config_can_be_derived() {
         for (variant, config) in VARIANTS {
             let text = std::fs::read_to_string(project_root().join(config)).unwrap();
-            let derived = derive_config(&text, &run_name(variant, 7), 7, 1).unwrap();
+            let derived = derive_config(&text, &run_name(variant, 500, 7), 7, 1).unwrap();
             assert_eq!(
                 crate::pipeline::config_name(&derived).as_deref(),
-                Some(format!("order_{variant}_s7").as_str())
+                Some(format!("order_{variant}_500_s7").as_str())
             );
             assert_eq!(derived.matches("seed = 7").count(), 2, "{config}");
         }
@@ -461,5 +513,39 @@ mod tests {
                 .abs()
                 < 1e-9
         );
+    }
+
+    #[test]
+    fn variants_are_picked_by_name_in_table_order() {
+        let picked = selected_variants(&["vq".into(), "em".into()]).unwrap();
+        let names: Vec<&str> = picked.iter().map(|(v, _)| *v).collect();
+        assert_eq!(names, ["em", "vq"]);
+        assert_eq!(selected_variants(&[]).unwrap().len(), VARIANTS.len());
+        let err = selected_variants(&["em".into(), "vqq".into()]).unwrap_err();
+        assert!(err.to_string().contains("`vqq`"), "{err}");
+        assert_ne!(run_name("em", 500, 1), run_name("em", 1000, 1));
+    }
+
+    #[test]
+    fn only_measured_variants_are_judged_with_a_standard_error() {
+        let row = |variant: &str, seed: u64, bleu: f64| {
+            json!({"variant": variant, "seed": seed, "test_bleu": bleu,
+                   "valid_bleu": bleu, "code_perplexity": 10.0})
+        };
+        // EM 30, 32 (std √2), VQ 31, 31 (std 0): difference 0, standard error 1.
+        let rows = vec![
+            row("em", 1, 30.0),
+            row("em", 2, 32.0),
+            row("vq", 1, 31.0),
+            row("vq", 2, 31.0),
+        ];
+        let table = orderings_table(&rows, "test");
+        let orderings = table["orderings"].as_array().unwrap();
+        assert_eq!(orderings.len(), 1);
+        assert_eq!(orderings[0]["claim"], "EM ≥ VQ, distilled");
+        assert!((orderings[0]["std_error"].as_f64().unwrap() - 1.0).abs() < 1e-9);
+        assert!(table["variants"].get("em_raw").is_none());
+        assert!((std_dev(&[30.0, 32.0]) - 2f64.sqrt()).abs() < 1e-12);
+        assert_eq!(std_dev(&[5.0]), 0.0);
     }
 }
