@@ -454,6 +454,12 @@ fn markdown(table: &Value, args: &OrderingsArgs) -> String {
 mod tests {
     use super::*;
 
+    /// A table row of one run with the same test and validation BLEU.
+    fn row(variant: &str, seed: u64, bleu: f64) -> Value {
+        json!({"variant": variant, "seed": seed, "test_bleu": bleu,
+               "valid_bleu": bleu, "code_perplexity": 10.0})
+    }
+
     #[test]
     fn derived_configs_change_only_name_seeds_and_threads() {
         let template = "name = \"multi30k_em\"  # a comment\nseed = 1\nthreads = 0\n\n\
@@ -482,10 +488,6 @@ mod tests {
 
     #[test]
     fn orderings_are_judged_on_seed_means_against_the_spread() {
-        let row = |variant: &str, seed: u64, bleu: f64| {
-            json!({"variant": variant, "seed": seed, "test_bleu": bleu,
-                   "valid_bleu": bleu, "code_perplexity": 10.0})
-        };
         let rows = vec![
             row("em", 1, 30.0),
             row("em", 2, 32.0), // mean 31, spread 2
@@ -528,10 +530,6 @@ mod tests {
 
     #[test]
     fn only_measured_variants_are_judged_with_a_standard_error() {
-        let row = |variant: &str, seed: u64, bleu: f64| {
-            json!({"variant": variant, "seed": seed, "test_bleu": bleu,
-                   "valid_bleu": bleu, "code_perplexity": 10.0})
-        };
         // EM 30, 32 (std √2), VQ 31, 31 (std 0): difference 0, standard error 1.
         let rows = vec![
             row("em", 1, 30.0),
